@@ -1,0 +1,411 @@
+"""Read "CVAT for images 1.1" exports into Frame records, safely and in bounded memory.
+
+Several exports of one stream (the archive keeps tags in `annos/` and boxes in `boxes/`) are merged:
+identical repeats count once, conflicting tags drop the frame from that tag's config, and every
+problem is reported with file, frame and reason.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
+
+from lxml import etree
+
+from . import schema
+from .report import Report
+
+PROLOG_SCAN_BYTES = 1 << 16
+
+
+class UntrustedXMLError(ValueError):
+    """The XML declares a DTD or entities, or is not well-formed; it is refused whole."""
+
+    def __init__(self, path: Path | str, reason: str, code: str = "untrusted_xml"):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Box:
+    """A COCO-style box in pixels: top-left corner, width, height."""
+
+    category: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def area(self) -> float:
+        return self.w * self.h
+
+    def key(self) -> tuple:
+        return (self.category, round(self.x, 2), round(self.y, 2), round(self.w, 2), round(self.h, 2))
+
+
+@dataclass
+class Frame:
+    """One frame, identified by (stream, name), with its resolved labels and boxes."""
+
+    stream: str
+    name: str  # image name as in the export, e.g. "frame_000360.png"
+    index: int  # frame number
+    width: int | None = None
+    height: int | None = None
+    image_path: Path | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # tag task key -> class
+    boxes: list[Box] = field(default_factory=list)
+    group: str | None = None  # split group when it is not the stream (ungrouped plane folders)
+
+    @property
+    def image_id(self) -> str:
+        return make_image_id(self.stream, self.name)
+
+    @property
+    def split_group(self) -> str:
+        return self.group or self.stream
+
+
+def make_image_id(stream: str, name: str) -> str:
+    """`<stream>/<frame name without extension>`: the identity of a frame everywhere."""
+    return f"{stream}/{os.path.splitext(name)[0]}"
+
+
+def frame_index(name: str, fallback: int = 0) -> int:
+    digits = re.findall(r"\d+", os.path.splitext(os.path.basename(name))[0])
+    return int(digits[-1]) if digits else fallback
+
+
+def _check_prolog(path: Path) -> None:
+    """Refuse DTDs and entity declarations before the parser sees them (XXE, billion laughs)."""
+    with open(path, "rb") as fh:
+        head = fh.read(PROLOG_SCAN_BYTES)
+    # The DOCTYPE can only come before the root element; look at everything up to it.
+    text = head.decode("utf-8", errors="replace")
+    position = 0
+    while True:
+        lt = text.find("<", position)
+        if lt < 0 or lt + 1 >= len(text):
+            break
+        nxt = text[lt + 1]
+        if nxt == "?":  # processing instruction / XML declaration
+            position = text.find("?>", lt) + 2 if text.find("?>", lt) >= 0 else len(text)
+            continue
+        if text.startswith("<!--", lt):
+            end = text.find("-->", lt)
+            position = end + 3 if end >= 0 else len(text)
+            continue
+        if nxt == "!":
+            raise UntrustedXMLError(
+                path, "DTD or entity declaration found (<!DOCTYPE/<!ENTITY); CVAT exports never have one "
+                "and entity expansion is refused"
+            )
+        break
+
+
+def _parser_options() -> dict:
+    return dict(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def iter_images(path: Path) -> Iterator[etree._Element]:
+    """Yield each `<image>` element of an export; memory stays bounded by one element."""
+    _check_prolog(path)
+    context = etree.iterparse(str(path), events=("start", "end"), tag=("annotations", "image"), **_parser_options())
+    root_seen = False
+    try:
+        for event, element in context:
+            if event == "start":
+                if element.tag == "annotations":
+                    root_seen = True
+                continue
+            if element.tag != "image":
+                continue
+            yield element
+            element.clear(keep_tail=False)
+            parent = element.getparent()
+            if parent is not None:
+                while element.getprevious() is not None:
+                    del parent[0]
+    except etree.XMLSyntaxError as error:
+        message = str(error)
+        if "entity" in message.lower():
+            raise UntrustedXMLError(path, f"entity reference refused: {message}") from None
+        raise UntrustedXMLError(path, f"not well-formed XML: {message}", code="malformed_xml") from None
+    if not root_seen:
+        raise UntrustedXMLError(path, "no <annotations> root: not a CVAT for images 1.1 export", code="not_cvat_xml")
+
+
+def read_labels_meta(path: Path) -> list[dict]:
+    """The `<labels>` of an export's task/job meta: [{"name", "attributes": {name: [values]}}]."""
+    _check_prolog(path)
+    labels: list[dict] = []
+    context = etree.iterparse(str(path), events=("end",), tag=("label", "image"), **_parser_options())
+    for _, element in context:
+        if element.tag == "image":
+            break
+        name = element.findtext("name")
+        if name is None:
+            continue
+        attributes = {}
+        for attribute in element.iterfind("attributes/attribute"):
+            values = (attribute.findtext("values") or "").split("\n")
+            attributes[attribute.findtext("name") or ""] = [v.strip() for v in values if v.strip()]
+        labels.append({"name": name, "type": element.findtext("type") or "any", "attributes": attributes})
+        element.clear()
+    return labels
+
+
+@dataclass
+class _RawFrame:
+    name: str
+    index: int
+    width: int | None
+    height: int | None
+    tags: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))  # task -> [(value, file)]
+    boxes: list[tuple[Box, str]] = field(default_factory=list)
+
+
+def _safe_name(name: str) -> bool:
+    if not name or "\\" in name or "\x00" in name:
+        return False
+    parts = PurePosixPath(name).parts
+    return not PurePosixPath(name).is_absolute() and ".." not in parts
+
+
+def _to_float(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if number is None or number != number or number in (float("inf"), float("-inf")):
+        return None
+    return number
+
+
+def read_stream(stream: str, xml_files: Iterable[Path], report: Report) -> list[Frame]:
+    """Read and merge all exports of one stream into Frame records, sorted by frame number."""
+    raw: dict[str, _RawFrame] = {}
+    for path in xml_files:
+        try:
+            _read_one(stream, Path(path), raw, report)
+        except UntrustedXMLError as error:
+            report.add(error.code, error.path, None, error.reason)
+        except OSError as error:
+            report.add("malformed_xml", path, None, f"cannot read: {error.strerror or error}")
+    return [_resolve(stream, frame, report) for frame in sorted(raw.values(), key=lambda r: (r.index, r.name))]
+
+
+def _read_one(stream: str, path: Path, raw: dict[str, _RawFrame], report: Report) -> None:
+    report.totals["xml_files"] += 1
+    seen_here: set[str] = set()
+    for element in iter_images(path):
+        name = element.get("name", "")
+        if not _safe_name(name):
+            report.add("unsafe_image_name", path, f"{stream}/{name}", f"image name {name!r} refused")
+            continue
+        image_id = make_image_id(stream, name)
+        width = _int_or_none(element.get("width"))
+        height = _int_or_none(element.get("height"))
+        if name in seen_here:
+            report.add("duplicate_image", path, image_id, f"<image name={name!r}> appears twice in this file")
+        seen_here.add(name)
+        frame = raw.get(name)
+        if frame is None:
+            fallback = _int_or_none(element.get("id")) or 0
+            frame = raw[name] = _RawFrame(name, frame_index(name, fallback), width, height)
+        elif frame.width is None:
+            frame.width, frame.height = width, height
+        for child in element:
+            if child.tag == "tag":
+                _read_tag(child, path, image_id, frame, report)
+            elif child.tag == "box":
+                _read_box(child, path, image_id, frame, report)
+            elif child.tag in ("polygon", "polyline", "points", "mask", "skeleton", "ellipse", "cuboid"):
+                report.add("unknown_label", path, image_id, f"<{child.tag} label={child.get('label')!r}> is not a box")
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _read_tag(tag: etree._Element, path: Path, image_id: str, frame: _RawFrame, report: Report) -> None:
+    label = tag.get("label")
+    task = schema.TAG_TASK_BY_CVAT_LABEL.get(label or "")
+    if task is None:
+        report.add("unknown_label", path, image_id, f"tag label {label!r} is not in the FPUS23 schema")
+        return
+    value = None
+    for attribute in tag.iterfind("attribute"):
+        if attribute.get("name") == task.cvat_attribute:
+            value = (attribute.text or "").strip()
+    if value is None:
+        report.add("missing_attribute", path, image_id, f"tag {label!r} has no {task.cvat_attribute!r} attribute")
+        return
+    ours = task.cvat_values.get(value)
+    if ours is None:
+        report.add("unknown_value", path, image_id, f"tag {label!r}: {task.cvat_attribute}={value!r} is not in the schema")
+        return
+    frame.tags[task.key].append((ours, str(path)))
+
+
+def _read_box(box: etree._Element, path: Path, image_id: str, frame: _RawFrame, report: Report) -> None:
+    label = box.get("label")
+    category = schema.BOX_CVAT_LABELS.get(label or "")
+    if category is None:
+        report.add("unknown_label", path, image_id, f"box label {label!r} is not in the FPUS23 schema")
+        return
+    xtl, ytl, xbr, ybr = (_to_float(box.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))
+    if None in (xtl, ytl, xbr, ybr):
+        report.add("degenerate_box", path, image_id, f"box {label!r} has a missing or non-numeric coordinate")
+        return
+    if xbr <= xtl or ybr <= ytl:
+        report.add("degenerate_box", path, image_id, f"box {label!r} [{xtl}, {ytl}, {xbr}, {ybr}] has no area")
+        return
+    frame.boxes.append((Box(category, xtl, ytl, xbr - xtl, ybr - ytl), str(path)))
+
+
+def clip_boxes(boxes: list[Box], width: int, height: int, file: str, image_id: str, report: Report) -> list[Box]:
+    """Clip boxes partly outside the image, drop those wholly outside; report both."""
+    kept = []
+    for box in boxes:
+        x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
+        cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)
+        if cx1 <= cx0 or cy1 <= cy0:
+            report.add("box_outside", file, image_id, f"box {box.category} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] outside {width}x{height}")
+            continue
+        if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+            report.add("box_clipped", file, image_id, f"box {box.category} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] clipped to {width}x{height}")
+            box = Box(box.category, cx0, cy0, cx1 - cx0, cy1 - cy0)
+        kept.append(box)
+    return kept
+
+
+def _resolve(stream: str, raw: _RawFrame, report: Report) -> Frame:
+    frame = Frame(stream=stream, name=raw.name, index=raw.index, width=raw.width, height=raw.height)
+    image_id = frame.image_id
+    for task_key, values in sorted(raw.tags.items()):
+        distinct = sorted({value for value, _ in values})
+        files = sorted({file for _, file in values})
+        if len(distinct) > 1:
+            report.add("conflicting_tag", files[0], image_id, f"{task_key}: {' vs '.join(distinct)} ({', '.join(files)})")
+            if task_key in schema.CLASSIFICATION_TASKS:
+                report.exclude([task_key], "conflicting_tag")
+            continue
+        if len(values) > 1:
+            report.add("duplicate_tag", files[0], image_id, f"{task_key}={distinct[0]} given {len(values)} times")
+        frame.labels[task_key] = distinct[0]
+    seen: set[tuple] = set()
+    for box, file in raw.boxes:
+        if box.key() in seen:
+            report.add("duplicate_box", file, image_id, f"box {box.category} repeated")
+            continue
+        seen.add(box.key())
+        frame.boxes.append(box)
+    return frame
+
+
+def _labels_element(labels_meta: list[dict]) -> etree._Element:
+    labels = etree.Element("labels")
+    for meta in labels_meta:
+        label = etree.SubElement(labels, "label")
+        etree.SubElement(label, "name").text = meta["name"]
+        etree.SubElement(label, "type").text = meta["type"]
+        attributes = etree.SubElement(label, "attributes")
+        for attr in meta["attributes"]:
+            node = etree.SubElement(attributes, "attribute")
+            etree.SubElement(node, "name").text = attr["name"]
+            etree.SubElement(node, "mutable").text = "False"
+            etree.SubElement(node, "input_type").text = "select"
+            etree.SubElement(node, "default_value").text = attr["default"]
+            etree.SubElement(node, "values").text = "\n".join(attr["values"])
+    return labels
+
+
+def write_cvat_xml(
+    path: Path,
+    task_name: str,
+    frames: Iterable[Frame],
+    *,
+    tags: bool = True,
+    boxes: bool = True,
+    source: str = "manual",
+    confidences: dict[tuple[str, int], float] | None = None,
+) -> None:
+    """Write frames as a "CVAT for images 1.1" export in the FPUS23 label schema.
+
+    `tags`/`boxes` choose what goes in (the archive keeps them in separate exports). Written to a
+    temporary file and renamed, so a reader never sees half a file.
+    """
+    frames = list(frames)
+    root = etree.Element("annotations")
+    etree.SubElement(root, "version").text = "1.1"
+    meta = etree.SubElement(root, "meta")
+    task = etree.SubElement(meta, "task")
+    etree.SubElement(task, "name").text = task_name
+    etree.SubElement(task, "size").text = str(len(frames))
+    etree.SubElement(task, "mode").text = "annotation"
+    etree.SubElement(task, "start_frame").text = "0"
+    etree.SubElement(task, "stop_frame").text = str(max(len(frames) - 1, 0))
+    task.append(_labels_element(schema.cvat_labels_meta()))
+    tasks_by_key = {t.key: t for t in schema.TAG_TASKS}
+    for position, frame in enumerate(frames):
+        image = etree.SubElement(
+            root, "image", id=str(position), name=frame.name,
+            width=str(frame.width or schema.FRAME_WIDTH), height=str(frame.height or schema.FRAME_HEIGHT),
+        )
+        if boxes:
+            for box in frame.boxes:
+                etree.SubElement(
+                    image, "box", label=schema.BOX_CVAT_LABEL_OF[box.category], occluded="0", source=source,
+                    xtl=f"{box.x:.2f}", ytl=f"{box.y:.2f}", xbr=f"{box.x + box.w:.2f}", ybr=f"{box.y + box.h:.2f}",
+                    z_order="0",
+                )
+        if tags:
+            for key in ("orientation", "anatomy", "probe", "plane"):
+                value = frame.labels.get(key)
+                if value is None or value not in tasks_by_key[key].cvat_value_of:
+                    continue
+                task_def = tasks_by_key[key]
+                tag = etree.SubElement(image, "tag", label=task_def.cvat_label, source=source)
+                etree.SubElement(tag, "attribute", name=task_def.cvat_attribute).text = task_def.cvat_value_of[value]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".part")
+    etree.ElementTree(root).write(str(temporary), encoding="utf-8", xml_declaration=True, pretty_print=True)
+    temporary.replace(path)
+
+
+def split_export(source_xml: Path, tags_out: Path, boxes_out: Path) -> None:
+    """Copy one export into the archive's two (tags only / boxes only), keeping everything else as is.
+
+    Duplicated or odd tags are kept: this is a copy, not a clean-up.
+    """
+    _check_prolog(source_xml)
+    tree = etree.parse(str(source_xml), etree.XMLParser(**_parser_options()))
+    for out, drop in ((tags_out, "box"), (boxes_out, "tag")):
+        copy = etree.fromstring(etree.tostring(tree.getroot()))
+        for image in copy.iterfind("image"):
+            for child in list(image):
+                if child.tag == drop:
+                    image.remove(child)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = out.with_name(out.name + ".part")
+        etree.ElementTree(copy).write(str(temporary), encoding="utf-8", xml_declaration=True)
+        temporary.replace(out)

@@ -1,0 +1,231 @@
+"""Synthetic FPUS23 recordings in the archive layout, for given annotations or invented ones.
+
+`render_annotations` draws a frame for every `<image>` of real CVAT exports (their geometry and
+tags), `render_procedural` invents streams with tags, boxes and plane folders. Both write the
+FPUS23 archive layout (`four_poses/<stream>/frame_NNNNNN.png`, `annos/annotation/<stream>/`,
+`boxes/annotation/<stream>/`, plane folders) so that every reader path is the real one.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import schema
+from .cvat import Box, Frame, read_stream, split_export, write_cvat_xml
+from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame, stable_seed
+from .report import Report
+from .sources import discover
+
+PNG_COMPRESS_LEVEL = 1  # PNG is lossless at any level; 1 keeps rendering fast
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    path: str
+    spec: FrameSpec
+
+
+def _render_chunk(args: tuple[list[RenderJob], int, Style]) -> int:
+    jobs, seed, style = args
+    for job in jobs:
+        pixels = render(job.spec, seed=seed, style=style)
+        Path(job.path).parent.mkdir(parents=True, exist_ok=True)
+        temporary = job.path + ".part"
+        Image.fromarray(pixels, mode="L").save(temporary, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        os.replace(temporary, job.path)
+    return len(jobs)
+
+
+def render_jobs(
+    jobs: Sequence[RenderJob], seed: int = 0, style: Style = DEFAULT_STYLE, workers: int | None = None, progress: bool = True
+) -> int:
+    """Render and write PNGs in parallel; deterministic whatever the scheduling (seeds are per frame)."""
+    workers = max(1, workers or os.cpu_count() or 1)
+    chunk = 16
+    chunks = [(list(jobs[i : i + chunk]), seed, style) for i in range(0, len(jobs), chunk)]
+    bar = tqdm(total=len(jobs), unit="frame", desc="render", disable=not progress, mininterval=0.5)
+    done = 0
+    try:
+        if workers == 1 or len(chunks) <= 1:
+            for item in chunks:
+                done += _render_chunk(item)
+                bar.update(len(item[0]))
+        else:
+            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+            with context.Pool(workers) as pool:
+                for count in pool.imap_unordered(_render_chunk, chunks):
+                    done += count
+                    bar.update(count)
+    finally:
+        bar.close()
+    return done
+
+
+def render_annotations(
+    annotations: Path | str,
+    out: Path | str,
+    seed: int = 0,
+    style: Style = DEFAULT_STYLE,
+    workers: int | None = None,
+    streams: Iterable[str] | None = None,
+    progress: bool = True,
+) -> Report:
+    """Render frames for existing CVAT exports and write the archive layout into `out`."""
+    source = discover(annotations)
+    out = Path(out)
+    report = Report()
+    wanted = set(streams) if streams is not None else None
+    jobs: list[RenderJob] = []
+    for stream in sorted(source.streams):
+        if wanted is not None and stream not in wanted:
+            continue
+        entry = source.streams[stream]
+        frames = read_stream(stream, entry.xml_files, report)
+        if source.layout == "archive":
+            for xml in entry.xml_files:
+                target = out / xml.relative_to(source.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(xml, target)
+        else:
+            split_export(
+                entry.xml_files[0],
+                out / "annos" / "annotation" / stream / "annotations.xml",
+                out / "boxes" / "annotation" / stream / "annotations.xml",
+            )
+        for frame in frames:
+            jobs.append(RenderJob(str(out / "four_poses" / stream / frame.name), spec_from_frame(frame)))
+    if wanted is not None and (missing := wanted - set(source.streams)):
+        raise ValueError(f"{annotations}: no such streams: {', '.join(sorted(missing))}")
+    report.totals["rendered_frames"] = render_jobs(jobs, seed, style, workers, progress)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Procedural recordings
+
+PROTOCOL_ANATOMY = {"aroundhead": "head", "aroundabd": "abdomen", "aroundlegs": "legs", "aroundarms": "arms", "longrec": None}
+PROTOCOL_PLANE = {"aroundhead": "bpd", "aroundabd": "ac", "aroundlegs": "fl"}
+ANATOMY_SIZE = {"head": (125, 110), "abdomen": (185, 125), "legs": (120, 62), "arms": (62, 95)}
+NEIGHBOURS = {"head": ("arms",), "abdomen": ("arms", "legs"), "legs": ("abdomen",), "arms": ("head", "abdomen")}
+
+
+def procedural_stream_names(count: int) -> list[str]:
+    """Stream names like the archive's; any 16 consecutive cover every orientation and anatomy 3+ times.
+
+    Stream i gets orientation i mod 4 and protocol i mod 5 (unique pairs for i < 20 by the Chinese
+    remainder theorem), and the probe flips every 4 streams, so the first 40 are all combinations.
+    """
+    orientations = schema.ORIENTATION.classes
+    protocols = ("aroundhead", "aroundabd", "aroundlegs", "aroundarms", "longrec")
+    probes = schema.PROBE.classes
+    if not 0 < count <= 40:
+        raise ValueError("procedural streams: between 1 and 40")
+    return [f"stream_{orientations[i % 4]}_{protocols[i % 5]}_{probes[(i // 4) % 2]}" for i in range(count)]
+
+
+def procedural_frames(stream: str, frames: int, seed: int = 0) -> list[Frame]:
+    """Invented annotations of one sweep: smooth box motion, the protocol's anatomy, some plane tags."""
+    _, orientation, protocol, probe = stream.split("_")
+    anatomy = PROTOCOL_ANATOMY[protocol]
+    rng = np.random.default_rng(stable_seed("procedural", seed, stream))
+    phase = float(rng.uniform(0, 2 * math.pi))
+    centre = (schema.FRAME_WIDTH / 2 + float(rng.uniform(-50, 50)), schema.FRAME_HEIGHT * 0.5 + float(rng.uniform(-15, 15)))
+    neighbours = list(NEIGHBOURS[anatomy]) if anatomy else []
+    records = []
+    for index in range(frames):
+        t = index / max(frames - 1, 1)
+        sweep = math.sin(2 * math.pi * t + phase)
+        frame = Frame(stream, f"frame_{index:06d}.png", index, schema.FRAME_WIDTH, schema.FRAME_HEIGHT)
+        frame.labels = {"orientation": orientation, "probe": probe}
+        if anatomy is not None:
+            frame.labels["anatomy"] = anatomy
+            scale = 1.0 + 0.12 * sweep + (0.15 if probe == "v" and anatomy in ("abdomen", "legs") else 0.0)
+            w, h = (s * scale for s in ANATOMY_SIZE[anatomy])
+            cx, cy = centre[0] + 35 * sweep, centre[1] + 10 * math.cos(2 * math.pi * t + phase)
+            frame.boxes.append(Box(anatomy, cx - w / 2, cy - h / 2, w, h))
+            for k, other in enumerate(neighbours):
+                if (index // 7 + k) % 3 == 2:  # neighbours come and go along the sweep
+                    continue
+                ow, oh = (s * 0.7 for s in ANATOMY_SIZE[other])
+                side = -1 if (k + (orientation[:2] == "hu")) % 2 == 0 else 1
+                ox = cx + side * (w / 2 + ow / 2 + 6)
+                frame.boxes.append(Box(other, ox - ow / 2, cy - oh / 2 + 8 * k, ow, oh))
+            plane = PROTOCOL_PLANE.get(protocol)
+            if plane is not None and abs(sweep) < 0.25:  # the standard plane is crossed mid-sweep
+                frame.labels["plane"] = plane
+        records.append(_clipped(frame))
+    return records
+
+
+def _clipped(frame: Frame) -> Frame:
+    kept = []
+    for b in frame.boxes:
+        x0, y0 = max(0.0, b.x), max(0.0, b.y)
+        x1, y1 = min(float(schema.FRAME_WIDTH), b.x + b.w), min(float(schema.FRAME_HEIGHT), b.y + b.h)
+        if x1 - x0 > 4 and y1 - y0 > 4:
+            kept.append(Box(b.category, round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)))
+    frame.boxes = kept
+    return frame
+
+
+def plane_folder_frames(per_plane: int, streams_per_plane: int = 3, seed: int = 0) -> list[tuple[str, Frame]]:
+    """Frames for the plane folders: (folder, frame) with a stream per few images, as `<stream>_<frame>`."""
+    out = []
+    anatomy_of = {"ac": "abdomen", "bpd": "head", "fl": "legs", "no_plane": None}
+    orientations = schema.ORIENTATION.classes
+    for plane in schema.PLANE.classes:
+        folder = schema.PLANE_FOLDER_OF[plane]
+        for k in range(streams_per_plane):
+            orientation = orientations[(k + len(out)) % 4]
+            probe = schema.PROBE.classes[k % 2]
+            stream = f"stream_{orientation}_planes{plane.replace('_', '')}{k}_{probe}"
+            count = per_plane // streams_per_plane + (1 if k < per_plane % streams_per_plane else 0)
+            rng = np.random.default_rng(stable_seed("planes", seed, stream))
+            for index in range(count):
+                frame = Frame(stream, f"frame_{index:06d}.png", index, schema.FRAME_WIDTH, schema.FRAME_HEIGHT)
+                frame.labels = {"plane": plane, "orientation": orientation, "probe": probe}
+                anatomy = anatomy_of[plane] or str(rng.choice(["head", "abdomen", "legs"]))
+                w, h = ANATOMY_SIZE[anatomy]
+                cx = schema.FRAME_WIDTH / 2 + float(rng.uniform(-40, 40))
+                cy = schema.FRAME_HEIGHT / 2 + float(rng.uniform(-15, 15))
+                frame.boxes = [Box(anatomy, cx - w / 2, cy - h / 2, w, h)]
+                out.append((folder, _clipped(frame)))
+    return out
+
+
+def render_procedural(
+    out: Path | str,
+    streams: int = 16,
+    frames_per_stream: int = 30,
+    plane_images: int = 36,
+    seed: int = 0,
+    style: Style = DEFAULT_STYLE,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Report:
+    """Invent `streams` recordings and plane folders, render them and write the archive layout."""
+    out = Path(out)
+    report = Report()
+    jobs: list[RenderJob] = []
+    for stream in procedural_stream_names(streams):
+        frames = procedural_frames(stream, frames_per_stream, seed)
+        write_cvat_xml(out / "annos" / "annotation" / stream / "annotations.xml", stream, frames, boxes=False)
+        if any(f.boxes for f in frames):
+            write_cvat_xml(out / "boxes" / "annotation" / stream / "annotations.xml", stream, frames, tags=False)
+        for frame in frames:
+            jobs.append(RenderJob(str(out / "four_poses" / stream / frame.name), spec_from_frame(frame)))
+    for folder, frame in plane_folder_frames(plane_images, seed=seed):
+        # Plane folders hold images only: the tags above are what the drawing shows, not annotations.
+        spec = spec_from_frame(frame)
+        jobs.append(RenderJob(str(out / folder / f"{frame.stream}_{frame.name}"), spec))
+    report.totals["rendered_frames"] = render_jobs(jobs, seed, style, workers, progress)
+    return report
