@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from . import __version__, schema
 from .card import render_card
-from .cvat import Frame, clip_boxes
+from .cvat import Frame
 from .features import features_for
-from .images import CorruptImage, inspect_image, read_header
+from .images import CorruptImage, inspect_image
 from .report import Report
-from .sources import Source, configs_of, discover, read_source
+from .sources import Source
+from .validate import CheckedFrame, relative, validate
 from .splits import paper_split, stream_split
 
 ROWS_PER_ROW_GROUP = 100
@@ -40,15 +41,6 @@ BUILD_MARKER = "build_report.json"
 
 class BuildError(RuntimeError):
     pass
-
-
-@dataclass
-class _Row:
-    frame: Frame
-    configs: list[str]
-    image_size: int
-    width: int
-    height: int
 
 
 @dataclass
@@ -66,53 +58,11 @@ class BuildResult:
         return sum(sum(c.values()) if config != "bounds" else c["__rows__"] for c in self.counts.get(config, {}).values())
 
 
-def _relative(path: object, root: Path) -> str:
-    text = str(path)
-    try:
-        return Path(text).relative_to(root).as_posix() if text else text
-    except ValueError:
-        return text
-
-
-def _check_headers(rows_in: Sequence[Frame], source: Source, report: Report, progress: bool) -> list[_Row]:
-    """Read image headers (size, truncation); clip boxes to the real size; drop unreadable frames."""
-
-    def header(frame: Frame):
-        try:
-            return read_header(frame.image_path)
-        except (CorruptImage, OSError) as error:
-            return error
-
-    out: list[_Row] = []
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        results = pool.map(header, rows_in)
-        for frame, result in tqdm(zip(rows_in, results), total=len(rows_in), desc="check", unit="frame", disable=not progress, mininterval=0.5):
-            file = _relative(frame.image_path, source.root)
-            if isinstance(result, Exception):
-                message = str(result) if isinstance(result, CorruptImage) else f"cannot read: {getattr(result, 'strerror', result)}"
-                report.add("corrupt_image", file, frame.image_id, message)
-                report.exclude(configs_of(frame), "corrupt_image")
-                continue
-            info, size = result
-            if frame.width is not None and (frame.width, frame.height) != (info.width, info.height):
-                report.add("size_mismatch", file, frame.image_id, f"XML says {frame.width}x{frame.height}, image is {info.width}x{info.height}")
-            frame.width, frame.height = info.width, info.height
-            if frame.boxes:
-                had_boxes = bool(frame.boxes)
-                frame.boxes = clip_boxes(frame.boxes, info.width, info.height, file, frame.image_id, report)
-                if had_boxes and not frame.boxes:
-                    report.exclude(["bounds"], "no_box_inside_image")
-            configs = configs_of(frame)
-            if configs:
-                out.append(_Row(frame, configs, size, info.width, info.height))
-    return out
-
-
-def _fingerprint(source: Source, rows: Sequence[_Row], image_digests: dict[str, str]) -> str:
+def _fingerprint(source: Source, rows: Sequence[CheckedFrame], image_digests: dict[str, str]) -> str:
     digest = hashlib.sha256()
     xmls = sorted(xml for s in source.streams.values() for xml in s.xml_files)
     for xml in xmls:
-        digest.update(f"xml {_relative(xml, source.root)} {hashlib.sha256(xml.read_bytes()).hexdigest()}\n".encode())
+        digest.update(f"xml {relative(xml, source.root)} {hashlib.sha256(xml.read_bytes()).hexdigest()}\n".encode())
     for row in rows:
         if row.frame.image_id in image_digests:
             digest.update(f"image {row.frame.image_id} {image_digests[row.frame.image_id]}\n".encode())
@@ -191,7 +141,7 @@ def _plan_shards(sizes: Sequence[int], max_bytes: int) -> list[int]:
     return ends
 
 
-def _read_bytes(row: _Row) -> tuple[bytes | None, str | None, str | None]:
+def _read_bytes(row: CheckedFrame) -> tuple[bytes | None, str | None, str | None]:
     try:
         with open(row.frame.image_path, "rb") as fh:
             data = fh.read()
@@ -203,7 +153,7 @@ def _read_bytes(row: _Row) -> tuple[bytes | None, str | None, str | None]:
         return None, None, f"cannot read: {error.strerror or error}"
 
 
-def _row_dict(row: _Row, config: str, data: bytes, paper: str, next_object_id: Callable[[], int]) -> dict:
+def _row_dict(row: CheckedFrame, config: str, data: bytes, paper: str, next_object_id: Callable[[], int]) -> dict:
     frame = row.frame
     probe = frame.labels.get("probe")
     out = {
@@ -252,21 +202,18 @@ def build(
             render_procedural(rendered, seed=seed, progress=progress)
             return build(rendered, out, version, seed=seed, progress=progress, max_shard_bytes=max_shard_bytes)
 
-    source = discover(source_path)
-    report = Report()
-    frames = read_source(source, report)
-    rows = _check_headers(frames, source, report, progress)
+    source, report, rows = validate(source_path, progress=progress)
     if not rows:
         raise BuildError(f"{source_path}: nothing usable (no frame with a readable image and a label)\n" + report.format_text())
 
     groups = stream_split([r.frame for r in rows], seed)
-    members: dict[str, list[_Row]] = {config: [] for config in schema.CONFIGS}
+    members: dict[str, list[CheckedFrame]] = {config: [] for config in schema.CONFIGS}
     for row in rows:
         for config in row.configs:
             members[config].append(row)
     paper = {config: paper_split([r.frame.image_id for r in members[config]], config, seed) for config in schema.CONFIGS}
     # (config, split) -> rows in order; order within a split is (stream, frame, name)
-    plan: dict[tuple[str, str], list[_Row]] = defaultdict(list)
+    plan: dict[tuple[str, str], list[CheckedFrame]] = defaultdict(list)
     for config in schema.CONFIGS:
         for row in members[config]:
             plan[(config, groups[row.frame.split_group])].append(row)
@@ -304,7 +251,7 @@ def _write(root, source, rows, plan, paper, report, version, progress, max_shard
         ):
             frame = row.frame
             if data is None:
-                report.add("corrupt_image", _relative(frame.image_path, source.root), frame.image_id, problem)
+                report.add("corrupt_image", relative(frame.image_path, source.root), frame.image_id, problem)
                 report.exclude(row.configs, "corrupt_image")
                 continue
             digests[frame.image_id] = digest
@@ -332,7 +279,7 @@ def _write(root, source, rows, plan, paper, report, version, progress, max_shard
     (root / "README.md").write_text(render_card(result, source.layout, split_sizes), encoding="utf-8")
     report_dict = report.to_dict()
     for issue in report_dict["issues"]:
-        issue["file"] = _relative(issue["file"], source.root)
+        issue["file"] = relative(issue["file"], source.root)
     (root / BUILD_MARKER).write_text(
         json.dumps({"version": version, "builder": f"fpus23 {__version__}", "source_layout": source.layout,
                     "source_fingerprint": fingerprint, "report": report_dict}, indent=2) + "\n",

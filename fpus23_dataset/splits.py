@@ -2,9 +2,11 @@
 
 Stream-grouped rule (one assignment for all configs, so no stream is seen in training by one task
 and tested by another): each recording stream goes whole into one split. Among seeded random
-assignments that fill the 80/10/10 frame targets greedily, we keep the one that first misses the
+assignments near the 80/10/10 frame targets, we keep the one that first misses the
 fewest (config, split, class) cells that the data could fill — a class can be in all three splits
-only if at least three streams hold it — and then deviates least from the targets.
+only if at least three streams hold it — and then deviates least from the targets. Each trial fills
+the small splits in a random stream order, preferring streams that bring a class the split lacks, up
+to 2.5x the split's target.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from .cvat import Frame
 from .phantom import stable_seed
 from .sources import configs_of
 
-SEARCH_TRIALS = 3000
+SEARCH_TRIALS = 400
+MAX_OVERSHOOT = 2.5  # a small split may grow to 2.5x its target to hold every class
 
 
 def _frame_classes(frame: Frame) -> list[tuple[str, str]]:
@@ -40,42 +43,45 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     if not groups:
         return {}
     holders: Counter = Counter(cell for g in groups for cell in cells[g])
+    possible_cells = {cell for cell, count in holders.items() if count >= len(ratios)}
     splits = list(ratios)
     total = sum(sizes.values())
     rng = np.random.default_rng(stable_seed("stream-split", seed))
     best: tuple | None = None
     best_assignment: dict[str, str] = {}
     trials = SEARCH_TRIALS if len(groups) > 1 else 1
+    largest = max(splits, key=lambda s: ratios[s])
     for _ in range(trials):
         order = [groups[i] for i in rng.permutation(len(groups))]
         assignment: dict[str, str] = {}
-        filled = Counter()
-        # Smaller splits first so they are not starved; train takes the remainder.
-        for split in sorted(splits, key=lambda s: ratios[s]):
-            if split == max(splits, key=lambda s: ratios[s]):
+        filled: Counter = Counter()
+        for split in sorted(splits, key=lambda s: ratios[s]):  # smaller splits first; train takes the rest
+            if split == largest:
                 continue
-            target = ratios[split] * total
-            for g in order:
-                if g in assignment:
-                    continue
-                if filled[split] == 0 or filled[split] + sizes[g] <= target * 1.15:
-                    assignment[g] = split
-                    filled[split] += sizes[g]
-                if filled[split] >= target * 0.85:
+            target, cap = ratios[split] * total, ratios[split] * total * MAX_OVERSHOOT
+            covered: set = set()
+            while True:
+                free = [g for g in order if g not in assignment and filled[split] + sizes[g] <= max(cap, sizes[g] if not filled[split] else 0)]
+                if not free:
                     break
-        largest = max(splits, key=lambda s: ratios[s])
+                # Prefer streams that bring classes this split lacks; then plain filling up to the target.
+                gains = [(len((cells[g] - covered) & possible_cells), g) for g in free]
+                gain, pick = max(gains, key=lambda item: item[0])
+                if gain == 0:
+                    if filled[split] >= target * 0.9:
+                        break
+                    pick = free[0]
+                assignment[pick] = split
+                filled[split] += sizes[pick]
+                covered |= cells[pick]
         for g in order:
-            assignment.setdefault(g, largest)
-            if assignment[g] == largest:
+            if g not in assignment:
+                assignment[g] = largest
                 filled[largest] += sizes[g]
-        missing = 0
         present = defaultdict(set)
         for g, split in assignment.items():
             present[split].update(cells[g])
-        for cell, count in holders.items():
-            possible = min(count, len(splits))
-            have = sum(cell in present[s] for s in splits)
-            missing += max(0, possible - have)
+        missing = sum(max(0, min(count, len(splits)) - sum(cell in present[s] for s in splits)) for cell, count in holders.items())
         deviation = sum((filled[s] / total - ratios[s]) ** 2 for s in splits)
         score = (missing, round(deviation, 9))
         if best is None or score < best:

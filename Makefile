@@ -1,0 +1,35 @@
+# make demo: create/refresh .venv, install, build the embedded synthetic default and print its configs.
+# make test: same .venv (+ test extras), run the test suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP_CORE := $(VENV)/.installed-core
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP_CORE): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml $(STAMP_CORE)
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP_CORE)
+	$(VENV)/bin/fpus23 build --out fpus23 --version 0.1.0
+	HF_HUB_OFFLINE=1 $(PY) -c 'from datasets import load_dataset; [print(c, load_dataset("fpus23", c)) for c in ("plane", "orientation", "anatomy", "bounds")]'
+
+test: $(STAMP_TEST)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP_TEST)
+	$(PY) benchmarks/bench_build.py
+
+clean:
+	rm -rf $(VENV) fpus23 .pytest_cache

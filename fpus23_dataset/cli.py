@@ -1,0 +1,167 @@
+"""`fpus23 ...`: thin argument parsing over the library functions."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+def _validate(args) -> int:
+    from .sources import SourceError
+    from .validate import validate
+
+    try:
+        source, report, checked = validate(args.source, deep=args.deep, progress=not args.json)
+    except SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"source": source.describe(), **report.to_dict()}, indent=2))
+    else:
+        print(source.describe())
+        print(report.format_text())
+    if not checked:
+        print(f"error: {args.source}: nothing usable could be read", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _synth(args) -> int:
+    from .synth import render_annotations, render_procedural
+
+    started = time.perf_counter()
+    if args.annotations:
+        report = render_annotations(args.annotations, args.out, seed=args.seed, workers=args.workers, streams=args.stream or None)
+    else:
+        report = render_procedural(
+            args.out, streams=args.streams, frames_per_stream=args.frames, plane_images=args.plane_images,
+            seed=args.seed, workers=args.workers,
+        )
+    seconds = time.perf_counter() - started
+    frames = report.totals["rendered_frames"]
+    print(f"rendered {frames:,} frames into {args.out} in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s)")
+    return 0
+
+
+def _build(args) -> int:
+    from .build import BuildError, build
+    from .sources import SourceError
+    from .tables import class_counts, format_counts
+
+    started = time.perf_counter()
+    try:
+        result = build(args.source, args.out, args.version, seed=args.seed, progress=not args.quiet)
+    except (BuildError, SourceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    print(f"built {result.out} (version {result.version}) from {result.frames_read:,} frames in {seconds:.1f} s")
+    print(f"source fingerprint {result.fingerprint}")
+    if result.report.counts or result.report.excluded:
+        print(result.report.format_text(max_lines_per_code=3))
+    print(format_counts(class_counts(result.out)))
+    return 0
+
+
+def _stats(args) -> int:
+    from .tables import class_counts, format_counts
+
+    counts = class_counts(args.path)
+    if not counts:
+        print(f"error: {args.path}: no built configs found", file=sys.stderr)
+        return 1
+    print(format_counts(counts))
+    return 0
+
+
+def _diff(args) -> int:
+    from .diff import diff_builds, format_diff
+
+    print(format_diff(diff_builds(args.old, args.new), limit=args.limit))
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export_coco
+
+    written = export_coco(args.path, args.out, config=args.config)
+    for split, path in written.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def _publish(args) -> int:
+    from .publish import publish
+
+    url = publish(args.path, args.repo_id, args.tag, private=args.private)
+    print(f"published {args.path} to {args.repo_id} at {args.tag}: {url}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fpus23", description="FPUS23: CVAT exports -> Hugging Face dataset")
+    p.add_argument("--version", action="version", version=f"fpus23 {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate", help="report what a source holds and what is wrong with it")
+    s.add_argument("source", type=Path)
+    s.add_argument("--json", action="store_true", help="machine-readable report")
+    s.add_argument("--deep", action="store_true", help="read every image fully and verify PNG chunk CRCs")
+    s.set_defaults(func=_validate)
+
+    s = sub.add_parser("synth", help="render synthetic phantom frames in the FPUS23 archive layout")
+    s.add_argument("out", type=Path)
+    s.add_argument("--annotations", type=Path, help="render frames for these CVAT exports (keeps geometry and tags)")
+    s.add_argument("--stream", action="append", help="with --annotations: only this stream (repeatable)")
+    s.add_argument("--streams", type=int, default=16, help="procedural: number of streams (default 16)")
+    s.add_argument("--frames", type=int, default=30, help="procedural: frames per stream (default 30)")
+    s.add_argument("--plane-images", type=int, default=36, help="procedural: images per plane folder (default 36)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
+    s.set_defaults(func=_synth)
+
+    s = sub.add_parser("build", help="build the Hugging Face dataset folder")
+    s.add_argument("source", type=Path, nargs="?", help="source folder (default: the embedded synthetic set)")
+    s.add_argument("--out", type=Path, default=Path("fpus23"))
+    s.add_argument("--version", default="0.1.0", help="dataset version X.Y.Z")
+    s.add_argument("--seed", type=int, default=0, help="split seed")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_build)
+
+    s = sub.add_parser("stats", help="class counts per config and split")
+    s.add_argument("path", type=Path, nargs="?", default=Path("fpus23"))
+    s.set_defaults(func=_stats)
+
+    s = sub.add_parser("diff", help="frames added, removed and relabelled between two builds")
+    s.add_argument("old", type=Path)
+    s.add_argument("new", type=Path)
+    s.add_argument("--limit", type=int, default=10, help="examples listed per change kind")
+    s.set_defaults(func=_diff)
+
+    s = sub.add_parser("export", help="export a config to another format")
+    s.add_argument("path", type=Path)
+    s.add_argument("out", type=Path)
+    s.add_argument("--config", default="bounds")
+    s.add_argument("--format", choices=["coco"], default="coco")
+    s.set_defaults(func=_export)
+
+    s = sub.add_parser("publish", help="upload a build to the Hugging Face Hub and tag the release")
+    s.add_argument("path", type=Path)
+    s.add_argument("--repo-id", required=True)
+    s.add_argument("--tag", required=True, help="e.g. v0.1.0 (must match the build's version)")
+    s.add_argument("--private", action="store_true")
+    s.set_defaults(func=_publish)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Exports of a built dataset to other tools' formats."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from . import schema
+from .tables import shard_files
+
+FORMATS = ("coco",)
+
+
+def export_coco(path: Path | str, out: Path | str, config: str = "bounds", progress: bool = True) -> dict[str, Path]:
+    """COCO detection JSON per split (`annotations/instances_<split>.json`) and the PNGs as they are
+    (`images/<split>/<stream>/<frame>.png`). Category ids start at 1 in schema order. Atomic."""
+    if config != "bounds":
+        raise ValueError(f"COCO export is for the bounds config (got {config!r})")
+    out = Path(out).absolute()
+    if out.exists():
+        raise FileExistsError(f"{out}: already exists; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    written = {}
+    try:
+        categories = [{"id": i + 1, "name": name, "supercategory": "fetus"} for i, name in enumerate(schema.BOX_CATEGORIES)]
+        for split, files in shard_files(path, config).items():
+            images, annotations = [], []
+            total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+            bar = tqdm(total=total, desc=f"export {split}", unit="frame", disable=not progress)
+            for file in files:
+                parquet = pq.ParquetFile(file)
+                for batch in parquet.iter_batches(batch_size=64):
+                    for record in batch.to_pylist():
+                        image_id = len(images) + 1
+                        relative = f"{split}/{record['image_id']}{Path(record['image']['path'] or '.png').suffix or '.png'}"
+                        target = temporary / "images" / relative
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(record["image"]["bytes"])
+                        images.append({
+                            "id": image_id, "file_name": relative, "width": record["width"], "height": record["height"],
+                            "fpus23_image_id": record["image_id"], "stream": record["stream"], "frame": record["frame"],
+                        })
+                        for obj in record["objects"]:
+                            annotations.append({
+                                "id": obj["id"], "image_id": image_id, "category_id": obj["category"] + 1,
+                                "bbox": [float(v) for v in obj["bbox"]], "area": float(obj["area"]), "iscrowd": 0,
+                            })
+                        bar.update(1)
+            bar.close()
+            document = {
+                "info": {"description": "FPUS23 bounds", "version": _version(path)},
+                "licenses": [{"id": 1, "name": "MIT"}],
+                "images": images, "annotations": annotations, "categories": categories,
+            }
+            json_path = temporary / "annotations" / f"instances_{split}.json"
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(document), encoding="utf-8")
+            written[split] = out / "annotations" / f"instances_{split}.json"
+        os.replace(temporary, out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return written
+
+
+def _version(path: Path | str) -> str:
+    marker = Path(path) / "build_report.json"
+    try:
+        return json.loads(marker.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return ""
