@@ -27,10 +27,11 @@ from . import __version__, schema
 from .card import render_card
 from .cvat import Frame
 from .features import features_for
-from .images import CorruptImage, inspect_image
+from .images import CorruptImage, ImageInfo, inspect_image
 from .report import Report
-from .sources import Source
-from .validate import CheckedFrame, relative, validate
+from .cvat import clip_boxes
+from .sources import Source, configs_of, discover, read_source
+from .validate import relative
 from .splits import paper_split, stream_split
 
 ROWS_PER_ROW_GROUP = 100
@@ -41,6 +42,41 @@ BUILD_MARKER = "build_report.json"
 
 class BuildError(RuntimeError):
     pass
+
+
+@dataclass
+class PlannedFrame:
+    frame: Frame
+    configs: list[str]
+
+
+def _plan_frames(frames: Sequence[Frame], source: Source, report: Report) -> list[PlannedFrame]:
+    """Clip boxes to the size the export states (the image's own size is checked when it is read)."""
+    out = []
+    for frame in frames:
+        if frame.boxes and frame.width and frame.height:
+            frame.boxes = clip_boxes(frame.boxes, frame.width, frame.height, relative(frame.image_path, source.root), frame.image_id, report)
+            if not frame.boxes:
+                report.exclude(["bounds"], "no_box_inside_image")
+        configs = configs_of(frame)
+        if configs:
+            out.append(PlannedFrame(frame, configs))
+    return out
+
+
+def _rows_per_shard(rows: Sequence[PlannedFrame], max_bytes: int) -> int:
+    """Shards are cut by row count, from the mean size of a sample of the images."""
+    if not rows:
+        return 1
+    step = max(1, len(rows) // 256)
+    sizes = []
+    for row in rows[::step]:
+        try:
+            sizes.append(os.stat(row.frame.image_path).st_size)
+        except OSError:
+            continue
+    mean = sum(sizes) / len(sizes) if sizes else 1
+    return max(1, int(max_bytes // max(mean, 1)))
 
 
 @dataclass
@@ -58,7 +94,7 @@ class BuildResult:
         return sum(sum(c.values()) if config != "bounds" else c["__rows__"] for c in self.counts.get(config, {}).values())
 
 
-def _fingerprint(source: Source, rows: Sequence[CheckedFrame], image_digests: dict[str, str]) -> str:
+def _fingerprint(source: Source, rows: Sequence[PlannedFrame], image_digests: dict[str, str]) -> str:
     digest = hashlib.sha256()
     xmls = sorted(xml for s in source.streams.values() for xml in s.xml_files)
     for xml in xmls:
@@ -83,6 +119,9 @@ class _ShardWriter:
         self.buffer: dict[str, list] = defaultdict(list)
         self.files: list[str] = []
         self.rows_written = 0
+        # Writes of different (config, split) run in parallel: pyarrow releases the GIL while writing.
+        self.executor = ThreadPoolExecutor(1)
+        self.pending = None
         self._open_next()
 
     def _open_next(self) -> None:
@@ -108,53 +147,71 @@ class _ShardWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Encode the buffered rows and hand them to this writer's thread (one row group in flight)."""
         if not self.buffer.get("image_id"):
             return
         table = pa.Table.from_pydict(dict(self.buffer), schema=self.schema)
-        self.writer.write_table(table, row_group_size=ROWS_PER_ROW_GROUP)
         self.buffer = defaultdict(list)
+        self._wait()
+        self.pending = self.executor.submit(self.writer.write_table, table, row_group_size=ROWS_PER_ROW_GROUP)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()  # re-raises a failed write here
 
     def _close_writer(self) -> None:
         if self.writer is not None:
             self.flush()
+            self._wait()
             self.writer.close()
             self.writer = None
 
     def close(self) -> None:
-        while self.shard < len(self.shard_ends) - 1:  # planned shards left empty by dropped frames
-            self._open_next()
-        self._close_writer()
+        try:
+            while self.shard < len(self.shard_ends) - 1:  # planned shards left empty by dropped frames
+                self._open_next()
+            self._close_writer()
+        finally:
+            self.executor.shutdown(wait=True)
 
 
-def _plan_shards(sizes: Sequence[int], max_bytes: int) -> list[int]:
-    total = sum(sizes)
-    shards = max(1, math.ceil(total / max_bytes))
-    if shards == 1:
-        return [len(sizes)]
-    target = total / shards
-    ends, running = [], 0
-    for i, size in enumerate(sizes):
-        running += size
-        if running >= target * (len(ends) + 1) and len(ends) < shards - 1:
-            ends.append(i + 1)
-    ends.append(len(sizes))
-    return ends
+def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
+    """Row index at which each shard ends; shards of equal size."""
+    shards = max(1, math.ceil(rows / rows_per_shard))
+    return [round(rows * (k + 1) / shards) for k in range(shards)]
 
 
-def _read_bytes(row: CheckedFrame) -> tuple[bytes | None, str | None, str | None]:
+def _read_bytes(row: PlannedFrame) -> tuple[bytes | None, ImageInfo | None, str | None]:
+    """The image bytes, checked (signature, every PNG chunk CRC), and their SHA-256; or the problem."""
     try:
         with open(row.frame.image_path, "rb") as fh:
             data = fh.read()
-        inspect_image(data, verify=True)
-        return data, hashlib.sha256(data).hexdigest(), None
+        return data, inspect_image(data, verify=True), hashlib.sha256(data).hexdigest()
     except CorruptImage as error:
         return None, None, str(error)
     except OSError as error:
         return None, None, f"cannot read: {error.strerror or error}"
 
 
-def _row_dict(row: CheckedFrame, config: str, data: bytes, paper: str, next_object_id: Callable[[], int]) -> dict:
+def _check_size(row: PlannedFrame, info: ImageInfo, file: str, report: Report) -> list[str]:
+    """The image's own size wins over the export's; boxes are re-clipped when they differ."""
     frame = row.frame
+    if (frame.width, frame.height) == (info.width, info.height):
+        return row.configs
+    if frame.width is not None:
+        report.add("size_mismatch", file, frame.image_id, f"XML says {frame.width}x{frame.height}, image is {info.width}x{info.height}")
+    frame.width, frame.height = info.width, info.height
+    if not frame.boxes:
+        return row.configs
+    frame.boxes = clip_boxes(frame.boxes, info.width, info.height, file, frame.image_id, report)
+    if frame.boxes:
+        return row.configs
+    report.exclude(["bounds"], "no_box_inside_image")
+    return [c for c in row.configs if c != "bounds"]
+
+
+def _row_dict(frame: Frame, config: str, data: bytes, paper: str, next_object_id: Callable[[], int]) -> dict:
     probe = frame.labels.get("probe")
     out = {
         "image": {"bytes": data, "path": f"{frame.stream}/{frame.name}"},
@@ -162,8 +219,8 @@ def _row_dict(row: CheckedFrame, config: str, data: bytes, paper: str, next_obje
         "stream": frame.stream,
         "frame": frame.index,
         "probe": schema.PROBE.classes.index(probe) if probe is not None else None,
-        "width": row.width,
-        "height": row.height,
+        "width": frame.width,
+        "height": frame.height,
         "paper_split": paper,
     }
     if config == "bounds":
@@ -202,18 +259,20 @@ def build(
             render_procedural(rendered, seed=seed, progress=progress)
             return build(rendered, out, version, seed=seed, progress=progress, max_shard_bytes=max_shard_bytes)
 
-    source, report, rows = validate(source_path, progress=progress)
+    source = discover(source_path)
+    report = Report()
+    rows = _plan_frames(read_source(source, report), source, report)
     if not rows:
-        raise BuildError(f"{source_path}: nothing usable (no frame with a readable image and a label)\n" + report.format_text())
+        raise BuildError(f"{source_path}: nothing usable (no frame with an image and a label)\n" + report.format_text())
 
     groups = stream_split([r.frame for r in rows], seed)
-    members: dict[str, list[CheckedFrame]] = {config: [] for config in schema.CONFIGS}
+    members: dict[str, list[PlannedFrame]] = {config: [] for config in schema.CONFIGS}
     for row in rows:
         for config in row.configs:
             members[config].append(row)
     paper = {config: paper_split([r.frame.image_id for r in members[config]], config, seed) for config in schema.CONFIGS}
     # (config, split) -> rows in order; order within a split is (stream, frame, name)
-    plan: dict[tuple[str, str], list[CheckedFrame]] = defaultdict(list)
+    plan: dict[tuple[str, str], list[PlannedFrame]] = defaultdict(list)
     for config in schema.CONFIGS:
         for row in members[config]:
             plan[(config, groups[row.frame.split_group])].append(row)
@@ -234,36 +293,46 @@ def build(
 
 
 def _write(root, source, rows, plan, paper, report, version, progress, max_shard_bytes) -> BuildResult:
+    rows_per_shard = _rows_per_shard(rows, max_shard_bytes)
     writers: dict[tuple[str, str], _ShardWriter] = {}
     planned_index: dict[tuple[str, str], dict[str, int]] = {}
     for key, members in sorted(plan.items()):
-        writers[key] = _ShardWriter(root, key[0], key[1], _plan_shards([r.image_size for r in members], max_shard_bytes))
+        writers[key] = _ShardWriter(root, key[0], key[1], _plan_shards(len(members), rows_per_shard))
         planned_index[key] = {r.frame.image_id: i for i, r in enumerate(members)}
     split_of = {(key[0], r.frame.image_id): key[1] for key, members in plan.items() for r in members}
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     digests: dict[str, str] = {}
     object_ids = iter(range(1, 1 << 62))
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        # Bounded read-ahead: at most a few hundred images in memory at once.
-        for row, (data, digest, problem) in tqdm(
-            zip(rows, _bounded_map(pool, _read_bytes, rows, 256)), total=len(rows), desc="build", unit="frame",
-            disable=not progress, mininterval=0.5,
-        ):
-            frame = row.frame
-            if data is None:
-                report.add("corrupt_image", relative(frame.image_path, source.root), frame.image_id, problem)
-                report.exclude(row.configs, "corrupt_image")
-                continue
-            digests[frame.image_id] = digest
-            for config in row.configs:
-                split = split_of[(config, frame.image_id)]
-                record = _row_dict(row, config, data, paper[config][frame.image_id], lambda: next(object_ids))
-                writers[(config, split)].add(record, planned_index[(config, split)][frame.image_id])
-                if config == "bounds":
-                    counts[config][split]["__rows__"] += 1
-                    counts[config][split].update(b.category for b in frame.boxes)
-                else:
-                    counts[config][split][frame.labels[config]] += 1
+    try:
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            # Bounded read-ahead: at most a few hundred images in memory at once.
+            for row, (data, info, digest) in tqdm(
+                zip(rows, _bounded_map(pool, _read_bytes, rows, 256)), total=len(rows), desc="build", unit="frame",
+                disable=not progress, mininterval=0.5,
+            ):
+                frame = row.frame
+                file = relative(frame.image_path, source.root)
+                if data is None:
+                    report.add("corrupt_image", file, frame.image_id, digest)
+                    report.exclude(row.configs, "corrupt_image")
+                    continue
+                configs = _check_size(row, info, file, report)
+                digests[frame.image_id] = digest
+                for config in configs:
+                    split = split_of[(config, frame.image_id)]
+                    record = _row_dict(frame, config, data, paper[config][frame.image_id], lambda: next(object_ids))
+                    writers[(config, split)].add(record, planned_index[(config, split)][frame.image_id])
+                    if config == "bounds":
+                        counts[config][split]["__rows__"] += 1
+                        counts[config][split].update(b.category for b in frame.boxes)
+                    else:
+                        counts[config][split][frame.labels[config]] += 1
+    except BaseException:
+        for writer in writers.values():
+            writer.executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    if not digests:
+        raise BuildError("nothing usable: no image could be read\n" + report.format_text())
     files = []
     for writer in writers.values():
         writer.close()

@@ -10,7 +10,7 @@ import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from lxml import etree
@@ -62,10 +62,10 @@ class Frame:
     labels: dict[str, str] = field(default_factory=dict)  # tag task key -> class
     boxes: list[Box] = field(default_factory=list)
     group: str | None = None  # split group when it is not the stream (ungrouped plane folders)
+    image_id: str = field(init=False, repr=False)  # `<stream>/<name without extension>`
 
-    @property
-    def image_id(self) -> str:
-        return make_image_id(self.stream, self.name)
+    def __post_init__(self) -> None:
+        self.image_id = make_image_id(self.stream, self.name)
 
     @property
     def split_group(self) -> str:
@@ -180,10 +180,10 @@ class _RawFrame:
 
 
 def _safe_name(name: str) -> bool:
-    if not name or "\\" in name or "\x00" in name:
+    """A relative POSIX path that stays inside its folder (no request can name another file)."""
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
         return False
-    parts = PurePosixPath(name).parts
-    return not PurePosixPath(name).is_absolute() and ".." not in parts
+    return ".." not in name.split("/")
 
 
 def _to_float(value: str | None) -> float | None:

@@ -6,8 +6,8 @@ outlines with grey interiors, with acoustic shadows behind bone. Each anatomy is
 box and has its own shape (skull ring, round abdomen with spine and stomach, long femur, thin arm
 with hand), and the tags leave cues a model can learn:
 
-- orientation: head-end of the body silhouette left (hd) or right (hu); spine on the probe side
-  (vb: back towards the probe) or the far side (vf);
+- orientation: placenta on the left (hd: head down) or right (hu) wall of the fluid; spine on the
+  probe side (vb: back towards the probe) or the far side (vf);
 - probe: longitudinal (v) body silhouette vs transverse (h) round section;
 - plane: skull midline + thalami (bpd), stomach bubble + umbilical vein (ac), one straight bright
   femur (fl), oblique partial structures (no_plane).
@@ -249,11 +249,12 @@ def _draw_abdomen(c: _Canvas, box, plane: str | None, view_back: bool, rng) -> N
         vx = cx + k * a * 0.16
         c.ellipse(vx, sy_, max(2.0, a * 0.06), max(2.0, b * 0.07), 0.0, fill=1.25)
     c.cast_shadow(cx - a * 0.22, sy_, cx + a * 0.22, sy_, 0.45)
-    if plane == "ac":  # stomach bubble and umbilical vein
-        c.ellipse(cx - a * 0.3, cy - side * b * 0.1, a * 0.22, b * 0.18, 0.4, fill=0.08)
-        c.segment(cx + a * 0.05, cy - side * b * 0.05, cx + a * 0.45, cy - side * b * 0.25, 1.8, 0.5)
+    if plane == "ac":  # the standard plane: a large stomach bubble and the curved umbilical vein
+        c.ellipse(cx - a * 0.28, cy - side * b * 0.08, a * 0.3, b * 0.26, 0.4, fill=0.05)
+        c.segment(cx + a * 0.0, cy - side * b * 0.05, cx + a * 0.5, cy - side * b * 0.3, 2.8, 0.8)
+        c.ellipse(cx + a * 0.25, cy - side * b * 0.15, a * 0.35, b * 0.3, 0.0, ring=0.45, ring_width=2.0, arc=(0.0, 1.6))
     else:
-        c.ellipse(cx - a * 0.35, cy - side * b * 0.25, a * 0.12, b * 0.08, 0.2, fill=0.2)
+        c.ellipse(cx - a * 0.35, cy - side * b * 0.25, a * 0.1, b * 0.07, 0.2, fill=0.2)
 
 
 def _draw_legs(c: _Canvas, box, plane: str | None, rng) -> None:
@@ -315,7 +316,7 @@ def _fluid_region(spec: FrameSpec, g: _Geometry, rng: np.random.Generator, strea
 
 
 def _draw_body(c: _Canvas, spec: FrameSpec, fluid, rng) -> None:
-    """Faint fetal body silhouette: carries orientation and probe cues even without boxes."""
+    """Body silhouette, placenta and spine: orientation and probe cues, present even without boxes."""
     cx, cy, fa, fb = fluid
     head_down = (spec.orientation or "hd")[:2] == "hd"
     view_back = (spec.orientation or "vb")[2:] == "vb"
@@ -326,15 +327,17 @@ def _draw_body(c: _Canvas, spec: FrameSpec, fluid, rng) -> None:
     else:
         a, b = fa * 0.72, fb * 0.5
     c.ellipse(cx, cy, a, b, 0.0, fill=c.style.interior * 0.75, softness=4.0)
-    # Head end: a bigger, brighter rounded pole on one side.
-    c.ellipse(cx + side * a * 0.78, cy, b * 0.85, b * 0.8, 0.0, fill=c.style.interior * 0.85, ring=0.35, ring_width=2.5)
-    # Spine line along the back: towards the probe (top) when the back faces it.
-    spine_y = cy + (-1.0 if view_back else 1.0) * b * 0.8
-    steps = 7
+    # Placenta on the head-end wall of the fluid (left: head down, right: head up): a thick bright
+    # crescent outside the fetus, so it cannot be mistaken for a boxed anatomy.
+    arc = (math.pi - 1.0, math.pi + 1.0) if head_down else (-1.0, 1.0)
+    c.ellipse(cx, cy, fa + 6, fb + 6, 0.0, ring=0.75, ring_width=7.0, arc=arc)
+    # Spine along the back: towards the probe (top) when the back faces it, else the far side.
+    spine_y = cy + (-1.0 if view_back else 1.0) * fb * 0.72
+    steps = 9
     for k in range(steps):
         t = (k + 0.5) / steps - 0.5
-        c.ellipse(cx + t * a * 1.3, spine_y + 4 * math.cos(t * 3), 2.4, 2.4, 0.0, fill=0.9)
-    c.cast_shadow(cx - a * 0.65, spine_y, cx + a * 0.65, spine_y, 0.25)
+        c.ellipse(cx - side * fa * 0.1 + t * fa * 1.2, spine_y + 3 * math.cos(t * 3), 3.2, 3.2, 0.0, fill=1.3)
+    c.cast_shadow(cx - fa * 0.7, spine_y, cx + fa * 0.5, spine_y, 0.35)
 
 
 def render(spec: FrameSpec, seed: int = 0, style: Style = DEFAULT_STYLE) -> np.ndarray:

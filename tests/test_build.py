@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import filecmp
 import io
 import json
 import shutil
