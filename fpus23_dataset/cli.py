@@ -75,6 +75,10 @@ def _stats(args) -> int:
         print(f"error: {args.path}: no built configs found", file=sys.stderr)
         return 1
     print(format_counts(counts))
+    if args.plot:
+        from .tables import plot_counts
+
+        print(f"class histogram: {plot_counts(counts, args.plot)}")
     return 0
 
 
@@ -134,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", help="class counts per config and split")
     s.add_argument("path", type=Path, nargs="?", default=Path("fpus23"))
+    s.add_argument("--plot", type=Path, help="also draw the class histograms into this PNG")
     s.set_defaults(func=_stats)
 
     s = sub.add_parser("diff", help="frames added, removed and relabelled between two builds")

@@ -6,8 +6,8 @@ outlines with grey interiors, with acoustic shadows behind bone. Each anatomy is
 box and has its own shape (skull ring, round abdomen with spine and stomach, long femur, thin arm
 with hand), and the tags leave cues a model can learn:
 
-- orientation: placenta on the left (hd: head down) or right (hu) wall of the fluid; spine on the
-  probe side (vb: back towards the probe) or the far side (vf);
+- orientation: placenta on the far (hd: head down) or near (hu) wall of the fluid; spine on the
+  probe side (vb: back towards the probe) or the far side (vf) — both survive a left-right flip;
 - probe: longitudinal (v) body silhouette vs transverse (h) round section;
 - plane: skull midline + thalami (bpd), stomach bubble + umbilical vein (ac), one straight bright
   femur (fl), oblique partial structures (no_plane).
@@ -327,9 +327,10 @@ def _draw_body(c: _Canvas, spec: FrameSpec, fluid, rng) -> None:
     else:
         a, b = fa * 0.72, fb * 0.5
     c.ellipse(cx, cy, a, b, 0.0, fill=c.style.interior * 0.75, softness=4.0)
-    # Placenta on the head-end wall of the fluid (left: head down, right: head up): a thick bright
-    # crescent outside the fetus, so it cannot be mistaken for a boxed anatomy.
-    arc = (math.pi - 1.0, math.pi + 1.0) if head_down else (-1.0, 1.0)
+    # Placenta: a thick bright crescent on the far wall of the fluid when the head is down, on the
+    # near wall when it is up. Outside the fetus (not mistaken for a boxed anatomy) and unchanged by
+    # a left-right mirror, so the paper's horizontal-flip augmentation (probe inversion) keeps it.
+    arc = (math.pi / 2 - 1.1, math.pi / 2 + 1.1) if head_down else (-math.pi / 2 - 1.1, -math.pi / 2 + 1.1)
     c.ellipse(cx, cy, fa + 6, fb + 6, 0.0, ring=0.75, ring_width=7.0, arc=arc)
     # Spine along the back: towards the probe (top) when the back faces it, else the far side.
     spine_y = cy + (-1.0 if view_back else 1.0) * fb * 0.72

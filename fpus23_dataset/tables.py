@@ -70,3 +70,31 @@ def format_counts(counts: dict[str, dict[str, Counter]]) -> str:
             totals = [sum(per_split[s].values()) for s in splits]
             lines.append("  " + f"{'total':<10}" + "".join(f"{v:>12,}" for v in totals) + f"{sum(totals):>12,}")
     return "\n".join(lines)
+
+
+def plot_counts(counts: dict[str, dict[str, Counter]], out: Path | str) -> Path:
+    """Class histograms, one panel per config, bars per split (needs matplotlib: the [dev] or [baselines] extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise RuntimeError("plotting needs matplotlib: pip install 'fpus23[dev]'") from error
+    configs = list(counts)
+    figure, axes = plt.subplots(1, len(configs), figsize=(4.2 * len(configs), 3.6), squeeze=False)
+    for axis, config in zip(axes[0], configs):
+        per_split = counts[config]
+        classes = list(schema.class_names(config))
+        splits = [s for s in schema.SPLITS if s in per_split]
+        width = 0.8 / max(len(splits), 1)
+        for k, split in enumerate(splits):
+            axis.bar([i + k * width for i in range(len(classes))], [per_split[split][c] for c in classes], width, label=split)
+        axis.set_xticks([i + width * (len(splits) - 1) / 2 for i in range(len(classes))], classes, rotation=20)
+        axis.set_title(f"{config} ({'boxes' if config == 'bounds' else 'frames'})")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    out = Path(out)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

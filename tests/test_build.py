@@ -234,8 +234,10 @@ def test_coco_export_loads_in_pycocotools(procedural_build, tmp_path):
         assert ann["bbox"] == pytest.approx(expected["bbox"]) and ann["category_id"] == schema.BOX_CATEGORIES.index(expected["category"]) + 1
 
 
-def test_stats_cli(procedural_build, capsys):
-    assert main(["stats", str(procedural_build)]) == 0
+def test_stats_cli(procedural_build, capsys, tmp_path):
+    assert main(["stats", str(procedural_build), "--plot", str(tmp_path / "counts.png")]) == 0
+    with Image.open(tmp_path / "counts.png") as plot:
+        assert plot.size[0] > 1000
     out = capsys.readouterr().out
     for config in schema.CONFIGS:
         assert out.count(config) >= 1

@@ -49,10 +49,16 @@ def test_orientation_cues_are_where_they_should_be():
     def spec(orientation):
         return FrameSpec("stream_t", 5, orientation, None, None, "v", ())
 
-    left, right = slice(100, 300), slice(372, 572)
+    def near_far(image):  # mean brightness of bands just above / below the fluid's middle
+        return image[60:150, 150:520].mean(), image[230:330, 150:520].mean()
+
     hd, hu = render(spec("hdvb")).astype(float), render(spec("huvb")).astype(float)
-    # placenta on the head-end wall: left for head-down, right for head-up
-    assert hd[:, left].mean() - hd[:, right].mean() > hu[:, left].mean() - hu[:, right].mean() + 3
+    # placenta on the far wall for head-down, on the near wall for head-up
+    (hd_near, hd_far), (hu_near, hu_far) = near_far(hd), near_far(hu)
+    assert hd_far - hd_near > hu_far - hu_near + 3
+    # the cues survive a left-right flip (the paper's probe-inversion augmentation)
+    flipped = hd[:, ::-1]
+    assert near_far(flipped)[1] - near_far(flipped)[0] > hu_far - hu_near + 3
     vb, vf = render(spec("hdvb")).astype(float), render(spec("hdvf")).astype(float)
     assert not np.array_equal(vb, vf)
 

@@ -1,0 +1,157 @@
+"""The paper's networks, from torchvision building blocks.
+
+- `resnet34`: torchvision's ResNet34 with its first layer adapted to one-channel ultrasound frames
+  and its last layer to the task's classes, as the paper describes.
+- `resnet8` / `resnet10`: the paper's searched networks: conv1 + three (ResNet8: 64/128/256) or four
+  (ResNet10: 64/128/256/512) stages of one BasicBlock each, then global pooling and a linear layer.
+- `fasterrcnn_resnet34` / `fasterrcnn_resnet10`: Faster R-CNN on the trunk's last-stage features
+  (no FPN), anchors 128/256/512 x ratios 0.5/1/2, as in the paper.
+
+ImageNet weights (`init="imagenet"`) come only from the local torch hub cache (no download here);
+`init="scratch"` works everywhere.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet34_Weights, resnet34
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.resnet import BasicBlock
+from torchvision.ops import MultiScaleRoIAlign
+
+CLASSIFIER_ARCHS = ("resnet34", "resnet10", "resnet8")
+DETECTOR_ARCHS = ("fasterrcnn_resnet34", "fasterrcnn_resnet10")
+IN_CHANNELS = 1  # ultrasound frames are grey; any PNG mode is converted to L before the model
+
+
+class InitError(RuntimeError):
+    pass
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision looks for the ResNet34 ImageNet file (torch hub cache)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(ResNet34_Weights.IMAGENET1K_V1.url).name
+
+
+def _imagenet_state_dict() -> dict:
+    path = imagenet_weights_path()
+    if not path.is_file():
+        raise InitError(
+            f"--init imagenet needs the torchvision ResNet34 ImageNet weights at {path} (nothing is downloaded "
+            f"here). Copy {Path(ResNet34_Weights.IMAGENET1K_V1.url).name} from a machine with internet "
+            f"({ResNet34_Weights.IMAGENET1K_V1.url}) into that folder, or set TORCH_HOME; or use --init scratch."
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A conv taking `in_channels`; pretrained RGB filters are summed into the grey channel."""
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    with torch.no_grad():
+        if conv.in_channels == 3 and in_channels == 1:
+            new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+    return new
+
+
+def _stage(in_planes: int, planes: int, stride: int) -> nn.Sequential:
+    downsample = None
+    if stride != 1 or in_planes != planes:
+        downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+    return nn.Sequential(BasicBlock(in_planes, planes, stride, downsample))
+
+
+class SmallResNet(nn.Module):
+    """conv1 (7x7/2) + max-pool + one BasicBlock per stage + global average pooling + fc."""
+
+    def __init__(self, widths: tuple[int, ...], num_classes: int, in_channels: int = IN_CHANNELS):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, in_planes = [], widths[0]
+        for k, planes in enumerate(widths):
+            stages.append(_stage(in_planes, planes, 1 if k == 0 else 2))
+            in_planes = planes
+        self.layers = nn.Sequential(*stages)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        self.out_channels = in_planes
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.trunk(x)), 1))
+
+
+def resnet34_classifier(num_classes: int, init: str = "scratch") -> nn.Module:
+    model = resnet34()
+    if init == "imagenet":
+        model.load_state_dict(_imagenet_state_dict())
+    elif init != "scratch":
+        raise InitError(f"unknown init {init!r}: use scratch or imagenet")
+    model.conv1 = _adapt_first_conv(model.conv1, IN_CHANNELS) if init == "imagenet" else nn.Conv2d(IN_CHANNELS, 64, 7, 2, 3, bias=False)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def build_classifier(arch: str, num_classes: int, init: str = "scratch") -> nn.Module:
+    if arch == "resnet34":
+        return resnet34_classifier(num_classes, init)
+    if init != "scratch":
+        raise InitError(f"{arch} has no ImageNet weights (it is the paper's searched network); use --init scratch")
+    if arch == "resnet10":
+        return SmallResNet((64, 128, 256, 512), num_classes)
+    if arch == "resnet8":
+        return SmallResNet((64, 128, 256), num_classes)
+    raise ValueError(f"unknown classifier {arch!r}; expected one of {', '.join(CLASSIFIER_ARCHS)}")
+
+
+def _trunk(arch: str, init: str) -> nn.Module:
+    if arch == "fasterrcnn_resnet34":
+        net = resnet34_classifier(1, init)
+        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+        trunk.out_channels = 512
+        return trunk
+    if arch == "fasterrcnn_resnet10":
+        if init != "scratch":
+            raise InitError("the ResNet10 trunk has no ImageNet weights; use --init scratch")
+        net = SmallResNet((64, 128, 256, 512), 1)
+        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layers)
+        trunk.out_channels = 512
+        return trunk
+    raise ValueError(f"unknown detector {arch!r}; expected one of {', '.join(DETECTOR_ARCHS)}")
+
+
+def build_detector(arch: str, num_classes: int, init: str = "scratch", image_size: tuple[int, int] = (389, 672),
+                   mean: float = 0.0, std: float = 1.0) -> FasterRCNN:
+    """Faster R-CNN; `num_classes` excludes the background; frames keep their size (no resize)."""
+    anchors = AnchorGenerator(sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
+    pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
+    height, width = image_size
+    return FasterRCNN(
+        _trunk(arch, init), num_classes=num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=pool,
+        min_size=min(height, width), max_size=max(height, width), image_mean=[mean], image_std=[std],
+    )
+
+
+def build_model(task: str, arch: str, num_classes: int, init: str = "scratch", image_size: tuple[int, int] = (389, 672),
+                mean: float = 0.0, std: float = 1.0) -> nn.Module:
+    if task == "bounds":
+        return build_detector(arch, num_classes, init, image_size, mean, std)
+    return build_classifier(arch, num_classes, init)
+
+
+def is_detector(arch: str) -> bool:
+    return arch in DETECTOR_ARCHS
+
+
+def default_arch(task: str) -> str:
+    return "fasterrcnn_resnet34" if task == "bounds" else "resnet34"
