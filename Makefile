@@ -17,8 +17,12 @@ $(STAMP_CORE): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e .
 	touch $@
 
+# torch/torchvision pinned to the wheels this workplace keeps on local disk (CPU-friendly, no CUDA download).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
 $(STAMP_TEST): pyproject.toml $(STAMP_CORE)
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet $(TORCH_PINS)
+	$(PIP) install --quiet -e '.[dev,baselines]'
 	touch $@
 
 demo: $(STAMP_CORE)

@@ -131,21 +131,31 @@ def _trunk(arch: str, init: str) -> nn.Module:
 
 
 def build_detector(arch: str, num_classes: int, init: str = "scratch", image_size: tuple[int, int] = (389, 672),
-                   mean: float = 0.0, std: float = 1.0) -> FasterRCNN:
-    """Faster R-CNN; `num_classes` excludes the background; frames keep their size (no resize)."""
+                   proposals: int | None = None) -> FasterRCNN:
+    """Faster R-CNN; `num_classes` excludes the background; frames keep their size (no resize).
+
+    `proposals` caps the RPN's proposals kept after NMS (and the RoIs sampled per image in training)
+    for quick CPU runs; None keeps torchvision's defaults (2000/1000 proposals, 512 RoIs), the paper's.
+    Inputs are in [0, 1]: grey frames are not normalised for the detector.
+    """
     anchors = AnchorGenerator(sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
     pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
     height, width = image_size
+    limits = {}
+    if proposals is not None:
+        limits = dict(rpn_pre_nms_top_n_train=proposals * 2, rpn_post_nms_top_n_train=proposals,
+                      rpn_pre_nms_top_n_test=proposals, rpn_post_nms_top_n_test=proposals,
+                      box_batch_size_per_image=min(512, max(64, proposals // 2)))
     return FasterRCNN(
         _trunk(arch, init), num_classes=num_classes + 1, rpn_anchor_generator=anchors, box_roi_pool=pool,
-        min_size=min(height, width), max_size=max(height, width), image_mean=[mean], image_std=[std],
+        min_size=min(height, width), max_size=max(height, width), image_mean=[0.0], image_std=[1.0], **limits,
     )
 
 
 def build_model(task: str, arch: str, num_classes: int, init: str = "scratch", image_size: tuple[int, int] = (389, 672),
-                mean: float = 0.0, std: float = 1.0) -> nn.Module:
+                proposals: int | None = None) -> nn.Module:
     if task == "bounds":
-        return build_detector(arch, num_classes, init, image_size, mean, std)
+        return build_detector(arch, num_classes, init, image_size, proposals)
     return build_classifier(arch, num_classes, init)
 
 

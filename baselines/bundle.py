@@ -1,0 +1,169 @@
+"""Model bundles: a folder with `bundle.json` and weights; `load_bundle(path)` -> a ready predictor.
+
+This is the only way the CVAT plugin and the FiftyOne integration reach a model.
+
+    bundle.json              task, arch, class names (schema order), input size and normalisation,
+                             dataset version and fingerprint, protocol, metrics
+    model.pt                 state_dict (what load_bundle uses: exact, and checked)
+    model.torchscript.pt     TorchScript, for serving without this package (when the model scripts)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from fpus23_dataset import schema
+
+from .data import InputSpec, to_tensor
+from .models import build_model, is_detector
+
+BUNDLE_FORMAT = "fpus23-model-bundle"
+BUNDLE_VERSION = 1
+
+
+class BundleError(ValueError):
+    pass
+
+
+def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, spec: InputSpec, dataset: dict,
+                  protocol: str, metrics: dict, model_options: dict | None = None, extra: dict | None = None) -> Path:
+    """Write a bundle folder atomically."""
+    out = Path(out)
+    if out.exists() and not (out / "bundle.json").is_file():
+        raise BundleError(f"{out}: exists and is not a model bundle; refusing to replace it")
+    model = model.to("cpu").eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        torch.save(model.state_dict(), temporary / "model.pt")
+        torchscript = _save_torchscript(model, temporary / "model.torchscript.pt", spec, is_detector(arch))
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "task": task,
+            "arch": arch,
+            "classes": list(schema.class_names(task)),
+            "input": spec.to_dict(),
+            "model_options": model_options or {},
+            "dataset": dataset,
+            "protocol": protocol,
+            "metrics": metrics,
+            "weights": "model.pt",
+            "torchscript": torchscript,
+            **(extra or {}),
+        }
+        (temporary / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        temporary.rename(out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return out
+
+
+def _save_torchscript(model: nn.Module, path: Path, spec: InputSpec, detector: bool) -> str | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if detector:
+                scripted = torch.jit.script(model)
+            else:
+                scripted = torch.jit.trace(model, torch.zeros(1, spec.channels, spec.height, spec.width))
+        scripted.save(str(path))
+        return path.name
+    except Exception:  # noqa: BLE001 - TorchScript is a convenience; the state_dict is the bundle
+        return None
+
+
+@dataclass
+class Predictor:
+    """predict(list of PIL images) -> per image {"label", "score", "scores"} or {"boxes", "labels", "scores"}.
+
+    Boxes are COCO [x, y, w, h] in the input image's pixels; labels are schema class names.
+    """
+
+    task: str
+    arch: str
+    classes: tuple[str, ...]
+    spec: InputSpec
+    model: nn.Module
+    meta: dict
+    device: torch.device
+    batch_size: int = 16
+
+    @property
+    def detector(self) -> bool:
+        return self.task == "bounds"
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence) -> list[dict]:
+        results: list[dict] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            results.extend(self._predict_detector(chunk) if self.detector else self._predict_classifier(chunk))
+        return results
+
+    def _predict_classifier(self, images: Sequence) -> list[dict]:
+        batch = torch.stack([to_tensor(image, self.spec) for image in images]).to(self.device)
+        probabilities = torch.softmax(self.model(batch).float(), dim=1).cpu()
+        out = []
+        for row in probabilities:
+            index = int(row.argmax())
+            out.append({"label": self.classes[index], "score": float(row[index]),
+                        "scores": {name: float(p) for name, p in zip(self.classes, row)}})
+        return out
+
+    def _predict_detector(self, images: Sequence) -> list[dict]:
+        tensors, scales = [], []
+        for image in images:
+            width, height = _size(image)
+            tensors.append(to_tensor(image, self.spec, normalise=False).to(self.device))
+            scales.append((self.spec.width / width, self.spec.height / height))
+        outputs = self.model(tensors)
+        out = []
+        for output, (sx, sy) in zip(outputs, scales):
+            boxes = output["boxes"].float().cpu()
+            out.append({
+                "boxes": [[x0 / sx, y0 / sy, (x1 - x0) / sx, (y1 - y0) / sy] for x0, y0, x1, y1 in boxes.tolist()],
+                "labels": [self.classes[int(k) - 1] for k in output["labels"].cpu()],
+                "scores": [float(s) for s in output["scores"].cpu()],
+            })
+        return out
+
+
+def _size(image) -> tuple[int, int]:
+    from .data import as_pil
+
+    return as_pil(image).size
+
+
+def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Predictor:
+    """The predictor of a bundle folder; class names are checked against the schema."""
+    path = Path(path)
+    meta_path = path / "bundle.json"
+    if not meta_path.is_file():
+        raise BundleError(f"{path}: no bundle.json (not a model bundle)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as error:
+        raise BundleError(f"{meta_path}: not valid JSON ({error})") from None
+    if meta.get("format") != BUNDLE_FORMAT or meta.get("format_version") != BUNDLE_VERSION:
+        raise BundleError(f"{meta_path}: not an {BUNDLE_FORMAT} v{BUNDLE_VERSION} (format={meta.get('format')!r})")
+    task, arch = meta["task"], meta["arch"]
+    expected = list(schema.class_names(task))
+    if meta["classes"] != expected:
+        raise BundleError(f"{meta_path}: classes {meta['classes']} differ from the schema's {task} classes {expected}")
+    spec = InputSpec(**meta["input"])
+    model = build_model(task, arch, len(expected), "scratch", (spec.height, spec.width), **meta.get("model_options", {}))
+    model.load_state_dict(torch.load(path / meta.get("weights", "model.pt"), map_location="cpu", weights_only=True))
+    device = torch.device(device)
+    return Predictor(task, arch, tuple(expected), spec, model.to(device).eval(), meta, device)

@@ -1,0 +1,152 @@
+"""`fpus23-baselines ...`: train, report, export, quickstart."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+QUICKSTART = {
+    # task: (arch, image scale, epochs, max steps per epoch, batch size, lr)
+    "orientation": ("resnet8", 0.25, 3, 40, 16, 1e-3),
+    "anatomy": ("resnet8", 0.25, 3, 40, 16, 1e-3),
+    "plane": ("resnet8", 0.25, 4, 40, 16, 1e-3),
+    "bounds": ("fasterrcnn_resnet10", 0.5, 3, 40, 4, 0.01),
+}
+
+
+def _train(args) -> int:
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        task=args.task, arch=args.arch, protocol=args.protocol, data=str(args.data), out=args.out, init=args.init,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps=args.max_steps,
+        subset=args.subset, eval_subset=args.eval_subset, image_scale=args.image_scale, proposals=args.proposals,
+        workers=args.workers,
+        device=args.device, amp=not args.no_amp, resume=args.resume, progress=not args.quiet,
+    )
+    summary = train(config)
+    if summary:
+        print(json.dumps({k: summary[k] for k in ("task", "arch", "protocol", "evaluation_split", "train_seconds")}))
+        print(_headline(summary))
+        print(f"run folder: {config.out}")
+    return 0
+
+
+def _headline(summary: dict) -> str:
+    m = summary["metrics"]
+    if summary["task"] == "bounds":
+        return f"mAP@[.5:.95] {m['mAP']:.3f}  mAP@.5 {m['mAP50']:.3f}  mAR@100 {m['mAR100']:.3f}"
+    return f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  ({m['samples']} frames)"
+
+
+def _report(args) -> int:
+    from .report import load_runs, table1
+
+    text = table1(load_runs(args.runs))
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def _export(args) -> int:
+    from .bundle import export_bundle
+    from .data import InputSpec
+    from .models import build_model
+
+    import torch
+
+    from fpus23_dataset import schema
+
+    run_dir = Path(args.run)
+    run = json.loads((run_dir / "run.json").read_text())
+    spec = InputSpec(**run["input"])
+    options = run.get("model_options", {})
+    model = build_model(run["task"], run["arch"], len(schema.class_names(run["task"])), "scratch", (spec.height, spec.width), **options)
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    out = export_bundle(model, args.out, task=run["task"], arch=run["arch"], spec=spec, dataset=run["dataset"],
+                        protocol=run["protocol"], metrics=run["metrics"], model_options=options,
+                        extra={"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"]})
+    print(f"bundle written: {out}")
+    return 0
+
+
+def _quickstart(args) -> int:
+    """Build the embedded synthetic dataset if needed, train four small models, export four bundles."""
+    from fpus23_dataset.build import build
+
+    from .train import TrainConfig, train
+
+    out = Path(args.out)
+    data = Path(args.data)
+    if not (data / "README.md").is_file():
+        print(f"building the embedded synthetic dataset into {data} ...")
+        build(None, data, "0.1.0", progress=not args.quiet)
+    for task in args.tasks:
+        arch, scale, epochs, steps, batch, lr = QUICKSTART[task]
+        run_dir = out / "runs" / task
+        config = TrainConfig(task=task, arch=arch, data=str(data), out=str(run_dir), epochs=epochs, max_steps=steps,
+                             batch_size=batch, lr=lr, image_scale=scale, seed=args.seed, progress=not args.quiet,
+                             latency_runs=5)
+        summary = train(config)
+        print(f"{task}: {arch} at {scale}x — {_headline(summary)} in {summary['train_seconds']} s")
+        _export(argparse.Namespace(run=str(run_dir), out=str(out / f"{task}-{arch}")))
+    print(f"bundles in {out}: demo-quality models trained for minutes on synthetic frames; not for research numbers")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fpus23-baselines", description="The FPUS23 paper's baselines")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("train", help="train and evaluate one model")
+    s.add_argument("--task", required=True, choices=["plane", "orientation", "anatomy", "bounds"])
+    s.add_argument("--arch", help="resnet34 | resnet10 | resnet8 | fasterrcnn_resnet34 | fasterrcnn_resnet10")
+    s.add_argument("--protocol", choices=["stream", "paper"], default="stream")
+    s.add_argument("--data", type=Path, default=Path("fpus23"), help="built dataset folder")
+    s.add_argument("--out", help="run folder (default runs/<task>-<arch>-<protocol>)")
+    s.add_argument("--init", choices=["scratch", "imagenet"], default="scratch")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
+    s.add_argument("--subset", type=float, help="training rows: a fraction (<=1) or a count")
+    s.add_argument("--eval-subset", type=float, help="evaluation rows: a fraction (<=1) or a count")
+    s.add_argument("--image-scale", type=float, default=1.0, help="input size as a fraction of 672x389")
+    s.add_argument("--proposals", type=int, help="detector: RPN proposals kept (default: torchvision's 2000/1000)")
+    s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    s.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("report", help="Markdown tables shaped like the paper's Table 1")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--out")
+    s.set_defaults(func=_report)
+
+    s = sub.add_parser("export", help="write a model bundle from a run folder")
+    s.add_argument("run")
+    s.add_argument("out")
+    s.set_defaults(func=_export)
+
+    s = sub.add_parser("quickstart", help="small models for all four tasks on the embedded synthetic set")
+    s.add_argument("out")
+    s.add_argument("--data", default="fpus23")
+    s.add_argument("--tasks", nargs="+", default=list(QUICKSTART), choices=list(QUICKSTART))
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

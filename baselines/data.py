@@ -1,0 +1,105 @@
+"""Hugging Face rows -> tensors. The only place that decodes images for training and evaluation."""
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fpus23_dataset import schema
+
+# Grey-level statistics of phantom frames (sector included), used to normalise classifier inputs.
+# Recorded in every bundle, so a model always sees the normalisation it was trained with.
+PIXEL_MEAN = 0.22
+PIXEL_STD = 0.22
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model takes: grey frames resized to height x width, normalised with mean/std."""
+
+    height: int
+    width: int
+    mean: float = PIXEL_MEAN
+    std: float = PIXEL_STD
+    channels: int = 1
+
+    @classmethod
+    def at_scale(cls, scale: float) -> "InputSpec":
+        return cls(max(32, round(schema.FRAME_HEIGHT * scale)), max(32, round(schema.FRAME_WIDTH * scale)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def as_pil(image) -> Image.Image:
+    """A PIL image from a decoded HF Image, raw {"bytes"} or bytes."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, dict):
+        image = image["bytes"]
+    return Image.open(io.BytesIO(image))
+
+
+def to_tensor(image, spec: InputSpec, normalise: bool = True) -> torch.Tensor:
+    """Any-mode image -> float tensor [1, H, W]; resized to the spec; normalised for classifiers."""
+    grey = as_pil(image).convert("L")
+    if grey.size != (spec.width, spec.height):
+        grey = grey.resize((spec.width, spec.height), Image.BILINEAR)
+    tensor = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255.0)[None]
+    return (tensor - spec.mean) / spec.std if normalise else tensor
+
+
+class ClassificationDataset(torch.utils.data.Dataset):
+    """(image tensor, label index) over one split of a plane/orientation/anatomy config."""
+
+    def __init__(self, rows, spec: InputSpec, train: bool = False, seed: int = 0):
+        self.rows = rows.cast_column("image", type(rows.features["image"])(decode=False)) if "image" in rows.features else rows
+        self.spec = spec
+        self.train = train
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        row = self.rows[index]
+        tensor = to_tensor(row["image"], self.spec)
+        if self.train and torch.rand(1, generator=self.generator).item() < 0.5:
+            tensor = tensor.flip(-1)  # the paper's horizontal flip: a probe held inverted
+        return tensor, int(row["label"])
+
+    @property
+    def labels(self) -> list[int]:
+        return list(self.rows["label"])
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """(image tensor in [0, 1], target dict for torchvision detection) over one split of bounds."""
+
+    def __init__(self, rows, spec: InputSpec, train: bool = False, seed: int = 0):
+        self.rows = rows.cast_column("image", type(rows.features["image"])(decode=False))
+        self.spec = spec
+        self.train = train
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int):
+        row = self.rows[index]
+        tensor = to_tensor(row["image"], self.spec, normalise=False)
+        sx, sy = self.spec.width / row["width"], self.spec.height / row["height"]
+        boxes = torch.tensor([[o["bbox"][0] * sx, o["bbox"][1] * sy, (o["bbox"][0] + o["bbox"][2]) * sx,
+                               (o["bbox"][1] + o["bbox"][3]) * sy] for o in row["objects"]], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([o["category"] + 1 for o in row["objects"]], dtype=torch.int64)
+        if self.train and torch.rand(1, generator=self.generator).item() < 0.5:
+            tensor = tensor.flip(-1)
+            boxes = torch.stack([self.spec.width - boxes[:, 2], boxes[:, 1], self.spec.width - boxes[:, 0], boxes[:, 3]], 1)
+        return tensor, {"boxes": boxes, "labels": labels, "image_id": index, "scale": (sx, sy)}
+
+
+def collate_detection(batch):
+    return tuple(zip(*batch))

@@ -1,0 +1,242 @@
+"""Train and evaluate one of the paper's models on one FPUS23 config.
+
+Method (Prabakaran et al., 2023), as the defaults below:
+- classifiers (plane, orientation, anatomy): ResNet34 with first and last layers adapted, trained
+  with cross-entropy on logits, Adam (lr 1e-3), StepLR (step 20, gamma 0.1), 15 epochs;
+- detector (bounds): Faster R-CNN on a ResNet34 trunk (last-stage features, anchors 128/256/512 x
+  0.5/1/2), SGD (lr 0.005, momentum 0.9, weight decay 5e-4), StepLR (step 3, gamma 0.1);
+- augmentation: horizontal flip (a probe held inverted mirrors the frame, not the fetus);
+- evaluation on held-out frames: accuracy/F1 or COCO mAP.
+Our addition is the protocol: `stream` (default) holds out whole recording streams; `paper`
+reproduces the per-frame random split, whose scores leak near-duplicate frames.
+
+Single process: `fpus23-baselines train --task orientation`. Several GPUs: `torchrun --nproc_per_node N
+-m baselines.cli train ...` (DistributedDataParallel; rank 0 writes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fpus23_dataset import schema
+
+from .cost import cost_figures
+from .data import ClassificationDataset, DetectionDataset, InputSpec, collate_detection
+from .engine import evaluate_classifier, evaluate_detector, predict_boxes, predict_classes, train_one_epoch
+from .metrics import plot_confusion
+from .models import build_model, default_arch, is_detector
+
+PAPER_RECIPES = {
+    "classifier": {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "step_size": 20, "gamma": 0.1,
+                   "epochs": 15, "batch_size": 16},
+    "detector": {"optimizer": "sgd", "lr": 0.005, "momentum": 0.9, "weight_decay": 5e-4, "step_size": 3, "gamma": 0.1,
+                 "epochs": 10, "batch_size": 4},
+}
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    arch: str | None = None
+    protocol: str = "stream"
+    data: str = "fpus23"
+    out: str | None = None
+    init: str = "scratch"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    step_size: int | None = None
+    gamma: float | None = None
+    seed: int = 0
+    max_steps: int | None = None  # per epoch
+    subset: float | None = None  # a fraction (<= 1) or a count (> 1) of training rows
+    eval_subset: float | None = None
+    image_scale: float = 1.0
+    proposals: int | None = None  # detector: RPN proposals kept (None: torchvision defaults, the paper's)
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    resume: bool = False
+    progress: bool = True
+    latency_runs: int = 20
+    recipe: dict = field(default_factory=dict)
+
+    def resolve(self) -> "TrainConfig":
+        schema.class_names(self.task)
+        self.arch = self.arch or default_arch(self.task)
+        if is_detector(self.arch) != (self.task == "bounds"):
+            raise ValueError(f"arch {self.arch} does not fit task {self.task}")
+        recipe = dict(PAPER_RECIPES["detector" if self.task == "bounds" else "classifier"])
+        for key in recipe:
+            value = getattr(self, key, None)
+            if value is not None:
+                recipe[key] = value
+        self.recipe = recipe
+        self.out = self.out or f"runs/{self.task}-{self.arch}-{self.protocol}"
+        return self
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(config: TrainConfig, local_rank: int) -> torch.device:
+    if config.device != "auto":
+        return torch.device(config.device)
+    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _subset(rows, amount: float | None, seed: int):
+    if amount is None:
+        return rows
+    count = int(amount) if amount > 1 else max(1, round(len(rows) * amount))
+    return rows.shuffle(seed=seed).select(range(min(count, len(rows))))
+
+
+def dataset_identity(data: str | Path) -> dict:
+    marker = Path(data) / "build_report.json"
+    try:
+        info = json.loads(marker.read_text())
+        return {"path": str(data), "version": info["version"], "fingerprint": info["source_fingerprint"]}
+    except (OSError, ValueError, KeyError):
+        return {"path": str(data), "version": None, "fingerprint": None}
+
+
+def load_splits(config: TrainConfig):
+    """(train rows, validation rows, evaluation rows, evaluation split name)."""
+    import datasets
+
+    from fpus23_dataset import load
+
+    if not config.progress:
+        datasets.disable_progress_bars()
+    splits = load(config.task, protocol=config.protocol, path=config.data)
+    train = _subset(splits["train"], config.subset, config.seed)
+    validation = splits.get("validation")
+    evaluation_split = "test" if "test" in splits else "validation"
+    evaluation = _subset(splits[evaluation_split], config.eval_subset, config.seed)
+    return train, validation, evaluation, evaluation_split
+
+
+def make_loader(rows, spec: InputSpec, detector: bool, train: bool, batch_size: int, workers: int, seed: int,
+                sampler=None):
+    dataset = (DetectionDataset if detector else ClassificationDataset)(rows, spec, train=train, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler, num_workers=workers,
+        collate_fn=collate_detection if detector else None, generator=generator, drop_last=False,
+    )
+
+
+def train(config: TrainConfig) -> dict:
+    """Train, evaluate, write the run folder; returns the run summary (also run.json)."""
+    config.resolve()
+    world, rank, local_rank = _distributed()
+    seed_everything(config.seed + rank)
+    device = _device(config, local_rank)
+    amp = config.amp and device.type == "cuda"
+    detector = config.task == "bounds"
+    classes = schema.class_names(config.task)
+    spec = InputSpec.at_scale(config.image_scale)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = config.recipe
+
+    train_rows, validation_rows, evaluation_rows, evaluation_split = load_splits(config)
+    sampler = torch.utils.data.distributed.DistributedSampler(train_rows, seed=config.seed) if world > 1 else None
+    train_loader = make_loader(train_rows, spec, detector, True, recipe["batch_size"], config.workers, config.seed, sampler)
+    model = build_model(config.task, config.arch, len(classes), config.init, (spec.height, spec.width), config.proposals).to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if recipe["optimizer"] == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    else:
+        optimizer = torch.optim.SGD(parameters, lr=recipe["lr"], momentum=recipe["momentum"], weight_decay=recipe["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe["step_size"], gamma=recipe["gamma"])
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) if world > 1 else model
+
+    checkpoint_path = out / "checkpoint.pt"
+    start_epoch, history = 0, []
+    if config.resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        torch.set_rng_state(state["rng"])
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, recipe["epochs"]):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        epoch_started = time.perf_counter()
+        stats = train_one_epoch(network, train_loader, optimizer, device, detector=detector, scaler=scaler, amp=amp,
+                                max_steps=config.max_steps, epoch=epoch, progress=config.progress and rank == 0)
+        scheduler.step()
+        stats.update(epoch=epoch, seconds=round(time.perf_counter() - epoch_started, 2),
+                     images_per_s=round(stats["images"] / max(time.perf_counter() - epoch_started, 1e-9), 2),
+                     lr=optimizer.param_groups[0]["lr"])
+        history.append(stats)
+        if rank == 0:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "rng": torch.get_rng_state(),
+                        "config": asdict(config)}, checkpoint_path)
+    train_seconds = time.perf_counter() - started
+    if rank != 0:
+        return {}
+
+    evaluation_loader = make_loader(evaluation_rows, spec, detector, False, recipe["batch_size"], config.workers, config.seed)
+    if detector:
+        truth, predictions = predict_boxes(model, evaluation_loader, device, amp, config.progress)
+        from .coco_eval import coco_metrics
+
+        metrics = coco_metrics(truth, predictions, classes)
+        predictions_out = [{"image_id": rows_id, **p} for rows_id, p in zip(evaluation_rows["image_id"], predictions)]
+    else:
+        truth, predicted, scores = predict_classes(model, evaluation_loader, device, amp, config.progress)
+        from .metrics import classification_metrics
+
+        metrics = classification_metrics(truth, predicted, classes)
+        plot_confusion(metrics["confusion"], classes, out / "confusion.png",
+                       f"{config.task} · {config.arch} · {config.protocol} protocol · {evaluation_split}")
+        predictions_out = [{"image_id": i, "label": classes[p], "scores": s}
+                           for i, p, s in zip(evaluation_rows["image_id"], predicted, scores)]
+    validation_metrics = None
+    if validation_rows is not None and evaluation_split != "validation" and len(validation_rows):
+        loader = make_loader(_subset(validation_rows, config.eval_subset, config.seed), spec, detector, False,
+                             recipe["batch_size"], config.workers, config.seed)
+        validation_metrics = (evaluate_detector if detector else evaluate_classifier)(model, loader, device, classes, amp)
+    torch.save(model.state_dict(), out / "model.pt")
+    summary = {
+        "task": config.task, "arch": config.arch, "protocol": config.protocol, "init": config.init,
+        "evaluation_split": evaluation_split, "metrics": metrics, "validation_metrics": validation_metrics,
+        "input": spec.to_dict(), "model_options": {"proposals": config.proposals},
+        "dataset": dataset_identity(config.data), "recipe": recipe,
+        "train_rows": len(train_rows), "evaluation_rows": len(evaluation_rows),
+        "train_seconds": round(train_seconds, 1), "history": history, "device": str(device), "amp": amp,
+        "cost": cost_figures(model, spec.height, spec.width, detector, config.latency_runs),
+        "config": asdict(config),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "predictions.json").write_text(json.dumps(predictions_out) + "\n")
+    (out / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

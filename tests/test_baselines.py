@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="baselines need the [baselines] extra (torch, torchvision)")
+
+from PIL import Image  # noqa: E402
+
+from baselines import models  # noqa: E402
+from baselines.bundle import BundleError, load_bundle  # noqa: E402
+from baselines.cli import main as baselines_main  # noqa: E402
+from baselines.coco_eval import coco_metrics  # noqa: E402
+from baselines.metrics import classification_metrics  # noqa: E402
+from baselines.report import load_runs, table1  # noqa: E402
+from fpus23_dataset import schema  # noqa: E402
+
+
+@pytest.mark.parametrize("arch", models.CLASSIFIER_ARCHS)
+def test_every_classifier_builds_and_takes_a_training_step(arch):
+    torch.manual_seed(0)
+    model = models.build_classifier(arch, 4)
+    x, y = torch.randn(2, 1, 97, 168), torch.tensor([0, 3])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    assert model(x).shape == (2, 4)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_small_resnets_have_the_papers_shape():
+    r8, r10 = models.build_classifier("resnet8", 4), models.build_classifier("resnet10", 4)
+    assert [stage[0].conv1.out_channels for stage in r8.layers] == [64, 128, 256]
+    assert [stage[0].conv1.out_channels for stage in r10.layers] == [64, 128, 256, 512]
+    assert r8.fc.in_features == 256 and r10.fc.in_features == 512
+    r34 = models.build_classifier("resnet34", 4)
+    assert r34.conv1.in_channels == 1 and r34.fc.out_features == 4
+
+
+@pytest.mark.parametrize("arch", models.DETECTOR_ARCHS)
+def test_every_detector_builds_and_takes_a_training_step(arch):
+    torch.manual_seed(0)
+    model = models.build_detector(arch, 4, image_size=(97, 168), proposals=50)
+    anchors = model.rpn.anchor_generator
+    assert anchors.sizes == ((128, 256, 512),) and anchors.aspect_ratios == ((0.5, 1.0, 2.0),)
+    images = [torch.rand(1, 97, 168) for _ in range(2)]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.tensor([[30.0, 20.0, 120.0, 90.0]]), "labels": torch.tensor([4])}]
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2 and set(out[0]) == {"boxes", "labels", "scores"}
+
+
+def test_imagenet_init_says_where_to_put_the_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(models.InitError, match="resnet34-.*pth") as caught:
+        models.build_classifier("resnet34", 4, init="imagenet")
+    assert str(tmp_path) in str(caught.value) and "--init scratch" in str(caught.value)
+    with pytest.raises(models.InitError, match="no ImageNet weights"):
+        models.build_classifier("resnet8", 4, init="imagenet")
+
+
+def test_imagenet_init_uses_the_local_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    from torchvision.models import resnet34
+
+    reference = resnet34()
+    path = models.imagenet_weights_path()
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model = models.build_classifier("resnet34", 4, init="imagenet")
+    assert torch.allclose(model.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+    assert torch.allclose(model.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
+
+
+def test_classification_metrics_by_hand():
+    metrics = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c", "d"])
+    assert metrics["accuracy"] == pytest.approx(0.6)
+    assert metrics["confusion"][0] == [1, 1, 0, 0] and metrics["confusion"][2] == [1, 0, 0, 0]
+    assert metrics["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert metrics["per_class"]["a"]["recall"] == pytest.approx(0.5)
+    # macro-F1 over classes seen (a, b, c): (0.5 + 0.8 + 0) / 3
+    assert metrics["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+
+
+def test_coco_metrics_perfect_and_missing():
+    truth = [{"boxes": [[10, 10, 50, 40]], "labels": [0], "width": 672, "height": 389},
+             {"boxes": [[100, 100, 80, 60]], "labels": [3], "width": 672, "height": 389}]
+    perfect = [{"boxes": [[10, 10, 50, 40]], "labels": [0], "scores": [0.9]},
+               {"boxes": [[100, 100, 80, 60]], "labels": [3], "scores": [0.8]}]
+    assert coco_metrics(truth, perfect, schema.BOX_CATEGORIES)["mAP"] == pytest.approx(1.0)
+    half = [perfect[0], {"boxes": [], "labels": [], "scores": []}]
+    result = coco_metrics(truth, half, schema.BOX_CATEGORIES)
+    assert result["per_class_AP"]["head"] == pytest.approx(1.0) and result["per_class_AP"]["abdomen"] == pytest.approx(0.0)
+
+
+QUICK = {
+    "orientation": ["--arch", "resnet8", "--epochs", "2", "--max-steps", "6", "--batch-size", "8", "--image-scale", "0.2"],
+    "anatomy": ["--arch", "resnet8", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
+    "plane": ["--arch", "resnet10", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
+    "bounds": ["--arch", "fasterrcnn_resnet10", "--epochs", "1", "--max-steps", "3", "--batch-size", "2",
+               "--image-scale", "0.3", "--proposals", "50", "--lr", "0.01"],
+}
+
+
+@pytest.fixture(scope="module")
+def quick_runs(procedural_build, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for task, options in QUICK.items():
+        assert baselines_main(["train", "--task", task, "--data", str(procedural_build), "--out", str(root / task),
+                               "--eval-subset", "24", "--quiet", *options]) == 0
+        assert baselines_main(["export", str(root / task), str(root / f"bundle-{task}")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("task", list(QUICK))
+def test_quick_run_end_to_end(quick_runs, task):
+    run = quick_runs / task
+    summary = json.loads((run / "run.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert summary["protocol"] == "stream" and summary["evaluation_split"] == "test"
+    assert summary["history"][0]["steps"] >= 1 and summary["cost"]["macs_g"] > 0 and summary["cost"]["memory_mb"] > 0
+    if task == "bounds":
+        assert {"mAP", "mAP50", "mAR100", "per_class_AP"} <= set(metrics)
+    else:
+        assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion"]) == 4
+        with Image.open(run / "confusion.png") as plot:
+            assert plot.size[0] > 300
+    bundle = json.loads((quick_runs / f"bundle-{task}" / "bundle.json").read_text())
+    assert bundle["classes"] == list(schema.class_names(task)) and bundle["task"] == task
+    assert bundle["dataset"]["version"] == "1.2.3" and bundle["dataset"]["fingerprint"]
+    assert bundle["protocol"] == "stream" and bundle["input"]["height"] > 0
+
+
+@pytest.mark.parametrize("task", list(QUICK))
+def test_load_bundle_reproduces_the_run_predictions(quick_runs, procedural_build, task):
+    from fpus23_dataset import load
+
+    predictor = load_bundle(quick_runs / f"bundle-{task}")
+    expected = json.loads((quick_runs / task / "predictions.json").read_text())
+    rows = load(task, path=procedural_build)["test"]
+    by_id = {r["image_id"]: r["image"] for r in rows}
+    images = [by_id[p["image_id"]] for p in expected]
+    got = predictor.predict(images)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        if task == "bounds":
+            assert g["labels"] == [schema.BOX_CATEGORIES[k] for k in e["labels"]]
+            assert g["scores"] == pytest.approx(e["scores"], abs=1e-5)
+            for a, b in zip(g["boxes"], e["boxes"]):
+                assert a == pytest.approx(b, abs=1e-3)
+        else:
+            assert g["label"] == e["label"]
+            assert [g["scores"][c] for c in schema.class_names(task)] == pytest.approx(e["scores"], abs=1e-5)
+
+
+def test_bundle_with_foreign_classes_is_refused(quick_runs, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(quick_runs / "bundle-anatomy", copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["classes"] = ["head", "legs", "arms", "abdomen"]
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="differ from the schema"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match="no bundle.json"):
+        load_bundle(tmp_path)
+
+
+def test_resume_continues_from_the_checkpoint(procedural_build, tmp_path):
+    base = ["train", "--task", "anatomy", "--arch", "resnet8", "--data", str(procedural_build), "--out", str(tmp_path / "r"),
+            "--max-steps", "2", "--batch-size", "4", "--image-scale", "0.15", "--eval-subset", "8", "--quiet"]
+    assert baselines_main(base + ["--epochs", "1"]) == 0
+    assert baselines_main(base + ["--epochs", "2", "--resume"]) == 0
+    history = json.loads((tmp_path / "r" / "run.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1]
+
+
+def test_report_names_the_protocol_and_the_papers_figures(quick_runs, tmp_path):
+    text = table1(load_runs([quick_runs / t for t in QUICK]))
+    assert "Protocol: stream" in text and "98.6" in text and "~99" in text
+    assert baselines_main(["report", *(str(quick_runs / t) for t in QUICK), "--out", str(tmp_path / "t.md")]) == 0
+    assert (tmp_path / "t.md").read_text() == text
