@@ -22,7 +22,7 @@ def _train(args) -> int:
         task=args.task, arch=args.arch, protocol=args.protocol, data=str(args.data), out=args.out, init=args.init,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps=args.max_steps,
         subset=args.subset, eval_subset=args.eval_subset, image_scale=args.image_scale, proposals=args.proposals,
-        workers=args.workers,
+        workers=args.workers, latency_runs=args.latency_runs,
         device=args.device, amp=not args.no_amp, resume=args.resume, progress=not args.quiet,
     )
     summary = train(config)
@@ -114,12 +114,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
     s.add_argument("--subset", type=float, help="training rows: a fraction (<=1) or a count")
     s.add_argument("--eval-subset", type=float, help="evaluation rows: a fraction (<=1) or a count")
-    s.add_argument("--image-scale", type=float, default=1.0, help="input size as a fraction of 672x389")
+    s.add_argument("--image-scale", type=float, help="input size as a fraction of 672x389 (default: per architecture)")
     s.add_argument("--proposals", type=int, help="detector: RPN proposals kept (default: torchvision's 2000/1000)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     s.add_argument("--device", default="auto")
     s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    s.add_argument("--latency-runs", type=int, default=20, help="CPU latency measurement: forward passes timed")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_train)
 

@@ -163,5 +163,15 @@ def is_detector(arch: str) -> bool:
     return arch in DETECTOR_ARCHS
 
 
+# Input size each architecture trains and serves at unless told otherwise, as a fraction of the
+# 672x389 frame. The paper's ResNet34 models take full frames; the searched networks exist to be
+# cheap, and at full size ResNet8 alone costs ~3.6 GMACs (over 100 ms a frame on a 2-core CPU).
+DEFAULT_IMAGE_SCALE = {"resnet34": 1.0, "fasterrcnn_resnet34": 1.0, "resnet10": 0.5, "resnet8": 0.35, "fasterrcnn_resnet10": 0.5}
+
+
+def default_image_scale(arch: str) -> float:
+    return DEFAULT_IMAGE_SCALE[arch]
+
+
 def default_arch(task: str) -> str:
     return "fasterrcnn_resnet34" if task == "bounds" else "resnet34"

@@ -31,7 +31,7 @@ from .cost import cost_figures
 from .data import ClassificationDataset, DetectionDataset, InputSpec, collate_detection
 from .engine import evaluate_classifier, evaluate_detector, predict_boxes, predict_classes, train_one_epoch
 from .metrics import plot_confusion
-from .models import build_model, default_arch, is_detector
+from .models import build_model, default_arch, default_image_scale, is_detector
 
 PAPER_RECIPES = {
     "classifier": {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0, "step_size": 20, "gamma": 0.1,
@@ -60,7 +60,7 @@ class TrainConfig:
     max_steps: int | None = None  # per epoch
     subset: float | None = None  # a fraction (<= 1) or a count (> 1) of training rows
     eval_subset: float | None = None
-    image_scale: float = 1.0
+    image_scale: float | None = None  # None: the architecture's default (models.DEFAULT_IMAGE_SCALE)
     proposals: int | None = None  # detector: RPN proposals kept (None: torchvision defaults, the paper's)
     workers: int = 0
     device: str = "auto"
@@ -82,6 +82,8 @@ class TrainConfig:
                 recipe[key] = value
         self.recipe = recipe
         self.out = self.out or f"runs/{self.task}-{self.arch}-{self.protocol}"
+        if self.image_scale is None:
+            self.image_scale = default_image_scale(self.arch)
         return self
 
 

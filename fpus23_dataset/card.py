@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
@@ -66,8 +67,19 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
+TEMPLATE = "dataset_card.md.j2"
+
+
+def _template_text() -> str:
+    """The card template: packaged as fpus23_dataset.cards, or cards/ of a source checkout."""
+    try:
+        return resources.files("fpus23_dataset.cards").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    except ModuleNotFoundError:
+        return (Path(__file__).resolve().parents[1] / "cards" / TEMPLATE).read_text(encoding="utf-8")
+
+
 def render_card(result: "BuildResult", layout: str, split_sizes: dict[tuple[str, str], tuple[int, int]]) -> str:
-    template_text = resources.files("fpus23_dataset.cards").joinpath("dataset_card.md.j2").read_text(encoding="utf-8")
+    template_text = _template_text()
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     tables = []
     for config in schema.CONFIGS:

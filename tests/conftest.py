@@ -40,3 +40,26 @@ def procedural_build(procedural_source, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("built") / "fpus23"
     build(procedural_source, out, "1.2.3", progress=False)
     return out
+
+
+QUICK_TRAINING = {
+    "orientation": ["--arch", "resnet8", "--epochs", "2", "--max-steps", "6", "--batch-size", "8", "--image-scale", "0.2"],
+    "anatomy": ["--arch", "resnet8", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
+    "plane": ["--arch", "resnet10", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
+    "bounds": ["--arch", "fasterrcnn_resnet10", "--epochs", "1", "--max-steps", "3", "--batch-size", "2",
+               "--image-scale", "0.3", "--proposals", "50", "--lr", "0.01"],
+}
+
+
+@pytest.fixture(scope="session")
+def quick_runs(procedural_build, tmp_path_factory) -> Path:
+    """Tiny training runs for all four tasks (runs in <root>/<task>) and their bundles (<root>/bundles/<task>)."""
+    pytest.importorskip("torch", reason="baselines need the [baselines] extra (torch, torchvision)")
+    from baselines.cli import main as baselines_main
+
+    root = tmp_path_factory.mktemp("runs")
+    for task, options in QUICK_TRAINING.items():
+        assert baselines_main(["train", "--task", task, "--data", str(procedural_build), "--out", str(root / task),
+                               "--eval-subset", "24", "--latency-runs", "3", "--quiet", *options]) == 0
+        assert baselines_main(["export", str(root / task), str(root / "bundles" / task)]) == 0
+    return root

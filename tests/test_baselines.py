@@ -102,23 +102,7 @@ def test_coco_metrics_perfect_and_missing():
     assert result["per_class_AP"]["head"] == pytest.approx(1.0) and result["per_class_AP"]["abdomen"] == pytest.approx(0.0)
 
 
-QUICK = {
-    "orientation": ["--arch", "resnet8", "--epochs", "2", "--max-steps", "6", "--batch-size", "8", "--image-scale", "0.2"],
-    "anatomy": ["--arch", "resnet8", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
-    "plane": ["--arch", "resnet10", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
-    "bounds": ["--arch", "fasterrcnn_resnet10", "--epochs", "1", "--max-steps", "3", "--batch-size", "2",
-               "--image-scale", "0.3", "--proposals", "50", "--lr", "0.01"],
-}
-
-
-@pytest.fixture(scope="module")
-def quick_runs(procedural_build, tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    for task, options in QUICK.items():
-        assert baselines_main(["train", "--task", task, "--data", str(procedural_build), "--out", str(root / task),
-                               "--eval-subset", "24", "--quiet", *options]) == 0
-        assert baselines_main(["export", str(root / task), str(root / f"bundle-{task}")]) == 0
-    return root
+from conftest import QUICK_TRAINING as QUICK  # noqa: E402
 
 
 @pytest.mark.parametrize("task", list(QUICK))
@@ -134,7 +118,7 @@ def test_quick_run_end_to_end(quick_runs, task):
         assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion"]) == 4
         with Image.open(run / "confusion.png") as plot:
             assert plot.size[0] > 300
-    bundle = json.loads((quick_runs / f"bundle-{task}" / "bundle.json").read_text())
+    bundle = json.loads((quick_runs / "bundles" / task / "bundle.json").read_text())
     assert bundle["classes"] == list(schema.class_names(task)) and bundle["task"] == task
     assert bundle["dataset"]["version"] == "1.2.3" and bundle["dataset"]["fingerprint"]
     assert bundle["protocol"] == "stream" and bundle["input"]["height"] > 0
@@ -144,7 +128,7 @@ def test_quick_run_end_to_end(quick_runs, task):
 def test_load_bundle_reproduces_the_run_predictions(quick_runs, procedural_build, task):
     from fpus23_dataset import load
 
-    predictor = load_bundle(quick_runs / f"bundle-{task}")
+    predictor = load_bundle(quick_runs / "bundles" / task)
     expected = json.loads((quick_runs / task / "predictions.json").read_text())
     rows = load(task, path=procedural_build)["test"]
     by_id = {r["image_id"]: r["image"] for r in rows}
@@ -166,7 +150,7 @@ def test_bundle_with_foreign_classes_is_refused(quick_runs, tmp_path):
     import shutil
 
     copy = tmp_path / "bundle"
-    shutil.copytree(quick_runs / "bundle-anatomy", copy)
+    shutil.copytree(quick_runs / "bundles" / "anatomy", copy)
     meta = json.loads((copy / "bundle.json").read_text())
     meta["classes"] = ["head", "legs", "arms", "abdomen"]
     (copy / "bundle.json").write_text(json.dumps(meta))

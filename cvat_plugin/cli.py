@@ -1,0 +1,87 @@
+"""`fpus23-cvat ...`: serve the CVAT functions, pre-label a recording offline, write the nuclio spec."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _serve(args) -> int:
+    from .server import serve
+
+    serve(args.models, host=args.host, port=args.port, threads=args.threads, max_bytes=args.max_bytes,
+          max_pixels=args.max_pixels, device=args.device)
+    return 0
+
+
+def _prelabel(args) -> int:
+    from .functions import load_functions
+    from .prelabel import prelabel_recording
+
+    count = prelabel_recording(args.recording, args.out, load_functions(args.models, device=args.device),
+                               threshold=args.threshold, progress=not args.quiet)
+    print(f"{args.out}: {count} frames pre-labelled (source=auto); import it in CVAT with Upload annotations, "
+          f"format CVAT for images 1.1")
+    return 0
+
+
+def _functions(args) -> int:
+    from .functions import load_functions, nuclio_function_json
+
+    functions = load_functions(args.models)
+    print(json.dumps({n: nuclio_function_json(f, args.port) for n, f in functions.items()}, indent=2))
+    return 0
+
+
+def _nuclio_yaml(args) -> int:
+    from .nuclio_spec import function_yaml
+
+    text = function_yaml()
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fpus23-cvat", description="FPUS23 pre-labelling for CVAT")
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve the nuclio-compatible API for CVAT (waitress)")
+    s.add_argument("--models", type=Path, required=True, help="folder of model bundles")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8070)
+    s.add_argument("--threads", type=int, default=4)
+    s.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024)
+    s.add_argument("--max-pixels", type=int, default=4096 * 4096)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_serve)
+    s = sub.add_parser("prelabel", help="pre-label a recording folder into a CVAT for images 1.1 XML")
+    s.add_argument("recording", type=Path)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--models", type=Path, required=True)
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_prelabel)
+    s = sub.add_parser("functions", help="print the function list as CVAT will see it")
+    s.add_argument("--models", type=Path, required=True)
+    s.add_argument("--port", type=int, default=8070)
+    s.set_defaults(func=_functions)
+    s = sub.add_parser("nuclio-yaml", help="write cvat_plugin/nuclio/function.yaml from the schema")
+    s.add_argument("--out", type=Path)
+    s.set_defaults(func=_nuclio_yaml)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""cvat-sdk auto-annotation function: the FPUS23 pre-labeller without nuclio.
+
+    cvat-cli --server-host URL --auth USER task auto-annotate TASK_ID \\
+        --function-file cvat_plugin/sdk_function.py -p models=str:/path/to/bundles [-p threshold=float:0.5]
+
+A `spec` and a `detect()`; labels, attribute names and values are the FPUS23 CVAT task's.
+"""
+from __future__ import annotations
+
+import cvat_sdk.auto_annotation as cvataa
+import cvat_sdk.models as models
+import PIL.Image
+
+from cvat_plugin.functions import DEFAULT_THRESHOLD, PRELABEL, Function, load_functions
+
+
+def spec_from_labels(labels: list[dict]) -> cvataa.DetectionFunctionSpec:
+    return cvataa.DetectionFunctionSpec(labels=[
+        cvataa.label_spec(label["name"], label["id"], type=label["type"], attributes=[
+            cvataa.select_attribute_spec(attribute["name"], k, attribute["values"])
+            for k, attribute in enumerate(label["attributes"])
+        ])
+        for label in labels
+    ])
+
+
+class Fpus23Prelabel:
+    def __init__(self, function: Function, threshold: float = DEFAULT_THRESHOLD):
+        self.function = function
+        self.threshold = threshold
+        self.spec = spec_from_labels(function.labels)
+        self._label_ids = {label["name"]: label["id"] for label in function.labels}
+
+    def detect(self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image) -> list:
+        threshold = getattr(context, "conf_threshold", None)
+        out = []
+        for item in self.function(image, self.threshold if threshold is None else threshold):
+            label_id = self._label_ids[item["label"]]
+            if item["type"] == "rectangle":
+                out.append(cvataa.rectangle(label_id, item["points"]))
+            else:  # each tag has one select attribute, id 0
+                out.append(cvataa.tag(label_id, attributes=[
+                    models.AttributeValRequest(spec_id=0, value=item["attributes"][0]["value"])]))
+        return out
+
+
+def create(models: str, threshold: float = DEFAULT_THRESHOLD, device: str = "cpu") -> Fpus23Prelabel:
+    """Called by cvat-cli with the -p parameters."""
+    return Fpus23Prelabel(load_functions(models, device=device)[PRELABEL], threshold)

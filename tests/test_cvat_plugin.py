@@ -1,0 +1,303 @@
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("torch", reason="the plugin needs the [baselines] extra")
+pytest.importorskip("flask", reason="the plugin needs the [cvat] extra")
+
+from PIL import Image  # noqa: E402
+
+from cvat_plugin.functions import PRELABEL, label_specs_for, load_functions  # noqa: E402
+from cvat_plugin.server import TOKEN_ENV, create_app  # noqa: E402
+from fpus23_dataset import schema  # noqa: E402
+from fpus23_dataset.cvat import read_labels_meta, read_stream  # noqa: E402
+from fpus23_dataset.report import Report  # noqa: E402
+
+# What CVAT's lambda manager sends with every call to the nuclio dashboard.
+CVAT_HEADERS = {"x-nuclio-project-name": "cvat", "x-nuclio-function-namespace": "nuclio", "x-nuclio-invoke-via": "domain-name"}
+
+
+@pytest.fixture(scope="module")
+def models_dir(quick_runs):
+    return quick_runs / "bundles"
+
+
+@pytest.fixture(scope="module")
+def client(models_dir):
+    app = create_app(models_dir, port=8070, token="")
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def frame_png(procedural_source) -> bytes:
+    return next(iter(sorted((procedural_source / "four_poses").glob("*/frame_000003.png")))).read_bytes()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _task_schema(shared_annotations) -> dict[str, dict[str, set]]:
+    """label -> attribute -> values, from the <labels> meta of a real FPUS23 export."""
+    meta = read_labels_meta(shared_annotations / "stream_hdvb_aroundabd_h" / "annotations.xml")
+    return {m["name"]: {k: set(v) for k, v in m["attributes"].items()} for m in meta}
+
+
+def _parse_like_cvat(item: dict) -> dict:
+    """What cvat/apps/lambda_manager LambdaFunction.__init__ reads, with its checks."""
+    annotations = item["metadata"]["annotations"]
+    spec = json.loads(annotations.get("spec") or "[]")
+    labels = [s["name"] for s in spec]
+    assert len(labels) == len(set(labels)), "non-unique labels"
+    attributes = {s["name"]: s.get("attributes", []) for s in spec}
+    for label, attrs in attributes.items():
+        names = [a["name"] for a in attrs]
+        assert len(names) == len(set(names)), f"non-unique attributes for {label}"
+    return {"id": item["metadata"]["name"], "kind": annotations.get("type"), "labels": labels, "attributes": attributes,
+            "state": item["status"]["state"], "description": item["spec"]["description"],
+            "port": item["status"].get("httpPort"), "framework": annotations.get("framework"), "spec": spec}
+
+
+def test_function_list_parses_as_cvat_does_and_matches_the_real_task_schema(client, shared_annotations):
+    reply = client.get("/api/functions", headers=CVAT_HEADERS)
+    assert reply.status_code == 200
+    functions = {name: _parse_like_cvat(item) for name, item in reply.get_json().items()}
+    assert PRELABEL in functions and len(functions) == 5
+    task = _task_schema(shared_annotations)
+    for name, function in functions.items():
+        assert function["id"] == name and function["kind"] == "detector" and function["state"] == "ready"
+        assert function["port"] == 8070 and function["description"]
+        for label in function["spec"]:
+            assert label["name"] in task, label["name"]
+            for attribute in label["attributes"]:
+                assert attribute["name"] in task[label["name"]]
+                assert set(attribute["values"]) <= task[label["name"]][attribute["name"]]
+    assert functions[PRELABEL]["labels"] == ["head", "arm", "legs", "abdomen", "Orientation", "location", "diagnostic_plane"]
+    one = client.get(f"/api/functions/{PRELABEL}", headers=CVAT_HEADERS)
+    assert one.status_code == 200 and _parse_like_cvat(one.get_json())["id"] == PRELABEL
+
+
+def test_invocation_as_cvat_sends_it(client, frame_png, shared_annotations):
+    headers = {**CVAT_HEADERS, "x-nuclio-function-name": PRELABEL, "x-nuclio-path": "/"}
+    reply = client.post("/api/function_invocations", json={"image": _b64(frame_png), "threshold": 0.0}, headers=headers)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    items = reply.get_json()
+    task = _task_schema(shared_annotations)
+    kinds = {item["type"] for item in items}
+    assert kinds == {"tag", "rectangle"}
+    assert {i["label"] for i in items if i["type"] == "tag"} <= {"Orientation", "location", "diagnostic_plane"}
+    assert sum(i["label"] == "Orientation" for i in items) == 1  # threshold 0: every classifier answers
+    for item in items:
+        assert item["label"] in task
+        if item["type"] == "rectangle":
+            xtl, ytl, xbr, ybr = item["points"]
+            assert 0 <= xtl < xbr <= 672 and 0 <= ytl < ybr <= 389 and item["attributes"] == []
+            assert 0.0 <= float(item["confidence"]) <= 1.0
+        else:
+            (attribute,) = item["attributes"]
+            assert attribute["value"] in task[item["label"]][attribute["name"]]
+
+
+def test_direct_invocation_and_any_image_mode(client, frame_png):
+    grey = Image.open(io.BytesIO(frame_png))
+    for mode, fmt in (("RGB", "PNG"), ("RGBA", "PNG"), ("L", "JPEG")):
+        buffer = io.BytesIO()
+        grey.convert(mode).save(buffer, format=fmt)
+        reply = client.post("/", json={"image": _b64(buffer.getvalue()), "threshold": 0.0})
+        assert reply.status_code == 200, (mode, reply.get_data(as_text=True))
+    one = client.post("/api/functions/fpus23-orientation/invoke", json={"image": _b64(frame_png), "threshold": 0.0})
+    assert one.status_code == 200 and [i["label"] for i in one.get_json()] == ["Orientation"]
+    high = client.post("/api/functions/fpus23-orientation/invoke", json={"image": _b64(frame_png), "threshold": 1.0})
+    assert high.get_json() == [] or high.get_json()[0]["confidence"] == "1.0000"
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "not valid JSON"),
+    (json.dumps([1, 2]).encode(), 400, "JSON object"),
+    (json.dumps({"threshold": 0.5}).encode(), 400, "'image' is required"),
+    (json.dumps({"image": "%%%not-base64%%%"}).encode(), 400, "not valid base64"),
+    (json.dumps({"image": base64.b64encode(b"hello, not an image").decode()}).encode(), 400, "not a PNG or JPEG"),
+    (json.dumps({"image": "aGVsbG8=", "threshold": "high"}).encode(), 400, "'threshold' must be a number"),
+])
+def test_bad_requests_get_400_with_a_message(client, body, status, message):
+    reply = client.post("/api/function_invocations", data=body, content_type="application/json",
+                        headers={"x-nuclio-function-name": PRELABEL})
+    assert reply.status_code == status and message in reply.get_json()["error"]
+
+
+def test_other_image_formats_missing_header_and_unknown_function(client, frame_png):
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(frame_png)).save(buffer, format="BMP")
+    reply = client.post("/", json={"image": _b64(buffer.getvalue())})
+    assert reply.status_code == 400 and "BMP" in reply.get_json()["error"]
+    reply = client.post("/api/function_invocations", json={"image": _b64(frame_png)})
+    assert reply.status_code == 400 and "x-nuclio-function-name" in reply.get_json()["error"]
+    reply = client.post("/api/function_invocations", json={"image": _b64(frame_png)}, headers={"x-nuclio-function-name": "../etc/passwd"})
+    assert reply.status_code == 404 and "no function named" in reply.get_json()["error"]
+    assert client.get("/api/functions/nope").status_code == 404
+
+
+def test_too_many_pixels_or_bytes_get_413(models_dir, frame_png):
+    app = create_app(models_dir, token="", max_pixels=100 * 100, max_bytes=200_000)
+    client = app.test_client()
+    reply = client.post("/", json={"image": _b64(frame_png)})
+    assert reply.status_code == 413 and "672x389 pixels" in reply.get_json()["error"]
+    big = client.post("/", data=b"x" * 300_000, content_type="application/json")
+    assert big.status_code == 413 and "larger than the limit" in big.get_json()["error"]
+
+
+def test_bearer_token(models_dir, frame_png, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, "s3cret")
+    client = create_app(models_dir).test_client()
+    assert client.get("/health").status_code == 200  # health stays open for probes
+    assert client.get("/api/functions").status_code == 401
+    wrong = client.get("/api/functions", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "bearer token" in wrong.get_json()["error"]
+    assert client.get("/api/functions", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_model_load_failure_is_503_and_logged(tmp_path, models_dir, caplog, frame_png):
+    shutil.copytree(models_dir / "anatomy", tmp_path / "anatomy")
+    (tmp_path / "anatomy" / "model.pt").write_bytes(b"corrupt")
+    with caplog.at_level(logging.ERROR, logger="fpus23.cvat"):
+        client = create_app(tmp_path, token="").test_client()
+    assert any("model load failed" in r.getMessage() for r in caplog.records)
+    health = client.get("/health")
+    assert health.status_code == 503 and health.get_json()["status"] == "error"
+    reply = client.post("/", json={"image": _b64(frame_png)})
+    assert reply.status_code == 503 and "models not available" in reply.get_json()["error"]
+
+
+def test_health_is_503_while_loading(models_dir):
+    gate = threading.Event()
+    import cvat_plugin.server as server
+
+    original = server.load_functions
+    server.load_functions = lambda *a, **k: (gate.wait(10), original(*a, **k))[1]
+    try:
+        client = create_app(models_dir, token="", background=True).test_client()
+        assert client.get("/health").get_json() == {"status": "loading"}
+        gate.set()
+        for _ in range(200):
+            if client.get("/health").status_code == 200:
+                break
+            threading.Event().wait(0.05)
+        assert client.get("/health").status_code == 200
+    finally:
+        server.load_functions = original
+
+
+def test_concurrent_requests_over_http_with_waitress(models_dir, frame_png):
+    from waitress.server import create_server
+
+    app = create_app(models_dir, token="")
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    port = server.effective_port
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    body = json.dumps({"image": _b64(frame_png), "threshold": 0.3}).encode()
+
+    def call(_):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/function_invocations", data=body, method="POST",
+                                         headers={"Content-Type": "application/json", "x-nuclio-function-name": PRELABEL})
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(call, range(12)))
+    finally:
+        server.close()
+    assert all(status == 200 for status, _ in results)
+    assert all(items == results[0][1] for _, items in results)  # same frame, same answer under load
+
+
+def test_prelabel_xml_rereads_into_the_same_frames_and_labels(models_dir, procedural_source, tmp_path):
+    from cvat_plugin.cli import main as cvat_main
+
+    recording = procedural_source / "four_poses" / "stream_hdvb_aroundhead_h"
+    out = tmp_path / "annotations.xml"
+    assert cvat_main(["prelabel", str(recording), "--out", str(out), "--models", str(models_dir),
+                      "--threshold", "0.0", "--quiet"]) == 0
+    report = Report()
+    frames = read_stream("stream_hdvb_aroundhead_h", [out], report)
+    assert report.counts == {}
+    assert [f.name for f in frames] == sorted(p.name for p in recording.glob("*.png"))
+    assert 'source="auto"' in out.read_text()
+    function = load_functions(models_dir)[PRELABEL]
+    for frame in frames[:3]:
+        items = function(Image.open(recording / frame.name), 0.0)
+        tags = {i["label"]: i["attributes"][0]["value"] for i in items if i["type"] == "tag"}
+        expected = {t.key: t.cvat_values[tags[t.cvat_label]] for t in schema.TAG_TASKS if t.cvat_label in tags}
+        assert frame.labels == expected
+        boxes = [(schema.BOX_CVAT_LABELS[i["label"]], i["points"]) for i in items if i["type"] == "rectangle"]
+        assert [(b.category, [b.x, b.y, b.x + b.w, b.y + b.h]) for b in frame.boxes] == [
+            (c, pytest.approx(p, abs=0.011)) for c, p in boxes]
+
+
+def test_cvat_sdk_function_against_the_real_task_schema(models_dir, frame_png, shared_annotations):
+    import cvat_sdk.auto_annotation as cvataa
+    import cvat_sdk.models as models
+    from cvat_sdk.auto_annotation.driver import _AnnotationMapper, _DetectionFunctionContextImpl
+
+    from cvat_plugin import sdk_function
+
+    function = sdk_function.create(models=str(models_dir), threshold=0.0)
+    assert isinstance(function.spec, cvataa.DetectionFunctionSpec)
+    meta = read_labels_meta(shared_annotations / "stream_hdvb_aroundabd_h" / "annotations.xml")
+    ds_labels = [
+        models.Label(id=100 + k, name=m["name"], type="any", sublabels=[], attributes=[
+            models.Attribute(id=1000 + 10 * k + j, name=name, mutable=False, input_type="select",
+                             default_value=values[0], values=values)
+            for j, (name, values) in enumerate(m["attributes"].items())])
+        for k, m in enumerate(meta)
+    ]
+    mapper = _AnnotationMapper(logging.getLogger("test"), function.spec.labels, ds_labels,
+                               allow_unmatched_labels=False, conv_mask_to_poly=False)
+    context = _DetectionFunctionContextImpl(frame_name="frame_000003.png", conf_threshold=0.0)
+    annotations = function.detect(context, Image.open(io.BytesIO(frame_png)))
+    tags, shapes = mapper.validate_and_remap(annotations, 0)
+    assert len(tags) >= 2 and all(t.label_id >= 100 for t in tags)
+    assert all(s.type.value == "rectangle" for s in shapes)
+
+
+def test_nuclio_yaml_is_generated_from_the_schema(frame_png, models_dir, monkeypatch):
+    import yaml
+
+    from cvat_plugin.nuclio_spec import TASKS, function_yaml
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "cvat_plugin" / "nuclio" / "function.yaml"
+    assert path.read_text() == function_yaml(), "regenerate with: fpus23-cvat nuclio-yaml --out cvat_plugin/nuclio/function.yaml"
+    document = yaml.safe_load(path.read_text())
+    assert json.loads(document["metadata"]["annotations"]["spec"]) == label_specs_for(TASKS)
+
+    from cvat_plugin.nuclio import main as handler_module
+
+    class Context:
+        class logger:
+            info = staticmethod(lambda *a: None)
+
+        class user_data:
+            pass
+
+        class Response:
+            def __init__(self, body, headers, content_type, status_code):
+                self.body, self.status_code = body, status_code
+
+    monkeypatch.setenv("FPUS23_MODELS", str(models_dir))
+    handler_module.init_context(Context)
+    ok = handler_module.handler(Context, type("Event", (), {"body": json.dumps({"image": _b64(frame_png), "threshold": 0.0}).encode()}))
+    assert ok.status_code == 200 and any(i["label"] == "Orientation" for i in json.loads(ok.body))
+    bad = handler_module.handler(Context, type("Event", (), {"body": b"{"}))
+    assert bad.status_code == 400
