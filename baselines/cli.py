@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 QUICKSTART = {
-    # task: (arch, image scale, epochs, max steps per epoch, batch size, lr)
-    "orientation": ("resnet8", 0.25, 3, 40, 16, 1e-3),
-    "anatomy": ("resnet8", 0.25, 3, 40, 16, 1e-3),
-    "plane": ("resnet8", 0.25, 4, 40, 16, 1e-3),
-    "bounds": ("fasterrcnn_resnet10", 0.5, 3, 40, 4, 0.01),
+    # task: (arch, image scale, epochs, max steps per epoch, batch size, lr, detector proposals)
+    "orientation": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
+    "anatomy": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
+    "plane": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
+    "bounds": ("fasterrcnn_resnet10", 0.5, 3, 40, 4, 0.01, 100),
 }
 
 
@@ -84,11 +84,11 @@ def _quickstart(args) -> int:
         print(f"building the embedded synthetic dataset into {data} ...")
         build(None, data, "0.1.0", progress=not args.quiet)
     for task in args.tasks:
-        arch, scale, epochs, steps, batch, lr = QUICKSTART[task]
+        arch, scale, epochs, steps, batch, lr, proposals = QUICKSTART[task]
         run_dir = out / "runs" / task
         config = TrainConfig(task=task, arch=arch, data=str(data), out=str(run_dir), epochs=epochs, max_steps=steps,
-                             batch_size=batch, lr=lr, image_scale=scale, seed=args.seed, progress=not args.quiet,
-                             latency_runs=5)
+                             batch_size=batch, lr=lr, image_scale=scale, proposals=proposals, seed=args.seed,
+                             progress=not args.quiet, latency_runs=5)
         summary = train(config)
         print(f"{task}: {arch} at {scale}x — {_headline(summary)} in {summary['train_seconds']} s")
         _export(argparse.Namespace(run=str(run_dir), out=str(out / f"{task}-{arch}")))

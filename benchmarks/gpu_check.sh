@@ -29,9 +29,9 @@ tail -1 "$WORK/synth.log"
 "$PYTHON" -m fpus23_dataset.cli build "$WORK/src" --out "$WORK/data" --quiet > "$WORK/build.log"
 head -1 "$WORK/build.log"
 "$PYTHON" -m baselines.cli train --task orientation --arch resnet34 --data "$WORK/data" --out "$WORK/runs/orientation" \
-  --epochs 2 --max-steps $((STEPS / 2)) --batch-size 32 --workers 8 --latency-runs 3 $EVAL --quiet
+  --epochs 10 --max-steps $((STEPS / 10)) --batch-size 32 --workers 8 --latency-runs 3 $EVAL --quiet
 "$PYTHON" -m baselines.cli train --task bounds --arch fasterrcnn_resnet34 --data "$WORK/data" --out "$WORK/runs/bounds" \
-  --epochs 2 --max-steps $((STEPS / 2)) --batch-size 8 --workers 8 --latency-runs 3 $EVAL --quiet
+  --epochs 3 --max-steps $((STEPS / 3)) --batch-size 8 --workers 8 --latency-runs 3 $EVAL --quiet
 "$PYTHON" - "$WORK/runs" "$OUT" <<'PY'
 import json, sys, pathlib
 runs, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
