@@ -6,8 +6,9 @@ outlines with grey interiors, with acoustic shadows behind bone. Each anatomy is
 box and has its own shape (skull ring, round abdomen with spine and stomach, long femur, thin arm
 with hand), and the tags leave cues a model can learn:
 
-- orientation: placenta on the far (hd: head down) or near (hu) wall of the fluid; spine on the
-  probe side (vb: back towards the probe) or the far side (vf) — both survive a left-right flip;
+- orientation: placenta on the far (hd: head down) or near (hu) wall of the fluid, floating echoes
+  in the fluid when the head is up; spine on the probe side (vb: back towards the probe) or the far
+  side (vf) — all survive a left-right flip;
 - probe: longitudinal (v) body silhouette vs transverse (h) round section;
 - plane: skull midline + thalami (bpd), stomach bubble + umbilical vein (ac), one straight bright
   femur (fl), oblique partial structures (no_plane).
@@ -327,11 +328,16 @@ def _draw_body(c: _Canvas, spec: FrameSpec, fluid, rng) -> None:
     else:
         a, b = fa * 0.72, fb * 0.5
     c.ellipse(cx, cy, a, b, 0.0, fill=c.style.interior * 0.75, softness=4.0)
-    # Placenta: a thick bright crescent on the far wall of the fluid when the head is down, on the
-    # near wall when it is up. Outside the fetus (not mistaken for a boxed anatomy) and unchanged by
-    # a left-right mirror, so the paper's horizontal-flip augmentation (probe inversion) keeps it.
+    # Placenta: a thick bright crescent just inside the far wall of the fluid when the head is down,
+    # the near wall when it is up; and with the head up the fluid carries floating echoes (vernix).
+    # Outside the fetus (not mistaken for a boxed anatomy), visible wherever the fluid is, and
+    # unchanged by a left-right mirror, so the paper's horizontal-flip augmentation keeps them.
     arc = (math.pi / 2 - 1.1, math.pi / 2 + 1.1) if head_down else (-math.pi / 2 - 1.1, -math.pi / 2 + 1.1)
-    c.ellipse(cx, cy, fa + 6, fb + 6, 0.0, ring=0.75, ring_width=7.0, arc=arc)
+    c.ellipse(cx, cy, fa - 5, fb - 5, 0.0, ring=0.75, ring_width=6.0, arc=arc)
+    if not head_down:
+        for _ in range(60):
+            r, t = math.sqrt(float(rng.random())) * 0.92, float(rng.uniform(0, 2 * math.pi))
+            c.ellipse(cx + r * fa * math.cos(t), cy + r * fb * math.sin(t), 1.8, 1.8, 0.0, fill=0.8)
     # Spine along the back: towards the probe (top) when the back faces it, else the far side.
     spine_y = cy + (-1.0 if view_back else 1.0) * fb * 0.72
     steps = 9
