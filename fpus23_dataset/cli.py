@@ -106,6 +106,29 @@ def _publish(args) -> int:
     return 0
 
 
+def _fiftyone(args) -> int:
+    from .fiftyone import configure
+
+    configure(args.database_dir)  # before FiftyOne is imported anywhere
+    from .fiftyone import evaluate, launch, load_into_fiftyone
+
+    predictors = {}
+    for bundle in args.predictions or []:
+        from baselines.bundle import load_bundle  # the CLI hands models to the data layer
+
+        predictor = load_bundle(bundle)
+        predictors[predictor.task] = predictor
+    configs = "all" if args.config == "all" else [args.config]
+    dataset = load_into_fiftyone(args.path, configs=configs, name=args.name, cache_dir=args.cache_dir,
+                                 predictors=predictors, progress=True)
+    print(f"FiftyOne dataset {dataset.name!r}: {len(dataset)} samples")
+    if predictors:
+        evaluate(dataset, predictors)
+    if args.launch:
+        launch(dataset, port=args.port)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fpus23", description="FPUS23: CVAT exports -> Hugging Face dataset")
     p.add_argument("--version", action="version", version=f"fpus23 {__version__}")
@@ -153,6 +176,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default="bounds")
     s.add_argument("--format", choices=["coco"], default="coco")
     s.set_defaults(func=_export)
+
+    s = sub.add_parser("fiftyone", help="load a build (and predictions) into FiftyOne; optionally open the App")
+    s.add_argument("path", type=Path)
+    s.add_argument("--config", default="all", choices=["all", "plane", "orientation", "anatomy", "bounds"])
+    s.add_argument("--name", default="fpus23", help="FiftyOne dataset name (reloading the same name updates it)")
+    s.add_argument("--predictions", type=Path, nargs="*", help="model bundle folders to run and evaluate")
+    s.add_argument("--launch", action="store_true", help="serve the App until Ctrl-C")
+    s.add_argument("--port", type=int, default=5151)
+    s.add_argument("--database-dir", type=Path, help="FiftyOne database folder (default: FiftyOne's own)")
+    s.add_argument("--cache-dir", type=Path, help="where images are materialised (default ~/.cache/fpus23)")
+    s.set_defaults(func=_fiftyone)
 
     s = sub.add_parser("publish", help="upload a build to the Hugging Face Hub and tag the release")
     s.add_argument("path", type=Path)
