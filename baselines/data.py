@@ -52,41 +52,37 @@ def to_tensor(image, spec: InputSpec, normalise: bool = True) -> torch.Tensor:
     return (tensor - spec.mean) / spec.std if normalise else tensor
 
 
-class ClassificationDataset(torch.utils.data.Dataset):
-    """(image tensor, label index) over one split of a plane/orientation/anatomy config."""
+class _FrameDataset(torch.utils.data.Dataset):
+    """Rows of one split with images left encoded until __getitem__ (decoded once, in the worker).
 
-    def __init__(self, rows, spec: InputSpec, train: bool = False, seed: int = 0):
-        self.rows = rows.cast_column("image", type(rows.features["image"])(decode=False)) if "image" in rows.features else rows
+    The flip draws from torch's global generator, which the DataLoader seeds per worker from its own
+    seeded generator: runs are reproducible and workers do not repeat each other's flips.
+    """
+
+    def __init__(self, rows, spec: InputSpec, train: bool = False):
+        self.rows = rows.cast_column("image", type(rows.features["image"])(decode=False))
         self.spec = spec
         self.train = train
-        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _flip(self) -> bool:
+        # the paper's horizontal flip: a probe held inverted mirrors the frame, not the fetus
+        return self.train and torch.rand(1).item() < 0.5
+
+
+class ClassificationDataset(_FrameDataset):
+    """(image tensor, label index) over one split of a plane/orientation/anatomy config."""
 
     def __getitem__(self, index: int):
         row = self.rows[index]
         tensor = to_tensor(row["image"], self.spec)
-        if self.train and torch.rand(1, generator=self.generator).item() < 0.5:
-            tensor = tensor.flip(-1)  # the paper's horizontal flip: a probe held inverted
-        return tensor, int(row["label"])
-
-    @property
-    def labels(self) -> list[int]:
-        return list(self.rows["label"])
+        return (tensor.flip(-1) if self._flip() else tensor), int(row["label"])
 
 
-class DetectionDataset(torch.utils.data.Dataset):
+class DetectionDataset(_FrameDataset):
     """(image tensor in [0, 1], target dict for torchvision detection) over one split of bounds."""
-
-    def __init__(self, rows, spec: InputSpec, train: bool = False, seed: int = 0):
-        self.rows = rows.cast_column("image", type(rows.features["image"])(decode=False))
-        self.spec = spec
-        self.train = train
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __getitem__(self, index: int):
         row = self.rows[index]
@@ -95,7 +91,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         boxes = torch.tensor([[o["bbox"][0] * sx, o["bbox"][1] * sy, (o["bbox"][0] + o["bbox"][2]) * sx,
                                (o["bbox"][1] + o["bbox"][3]) * sy] for o in row["objects"]], dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([o["category"] + 1 for o in row["objects"]], dtype=torch.int64)
-        if self.train and torch.rand(1, generator=self.generator).item() < 0.5:
+        if self._flip():
             tensor = tensor.flip(-1)
             boxes = torch.stack([self.spec.width - boxes[:, 2], boxes[:, 1], self.spec.width - boxes[:, 0], boxes[:, 3]], 1)
         return tensor, {"boxes": boxes, "labels": labels, "image_id": index, "scale": (sx, sy)}

@@ -140,7 +140,7 @@ def load_splits(config: TrainConfig):
 
 def make_loader(rows, spec: InputSpec, detector: bool, train: bool, batch_size: int, workers: int, seed: int,
                 sampler=None):
-    dataset = (DetectionDataset if detector else ClassificationDataset)(rows, spec, train=train, seed=seed)
+    dataset = (DetectionDataset if detector else ClassificationDataset)(rows, spec, train=train)
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler, num_workers=workers,
