@@ -21,8 +21,6 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
-
 import numpy as np
 
 from . import schema
@@ -407,6 +405,3 @@ def spec_from_frame(frame) -> FrameSpec:
         height=frame.height or schema.FRAME_HEIGHT,
     )
 
-
-def boxes_of(spec: FrameSpec) -> Sequence[tuple[str, float, float, float, float]]:
-    return spec.boxes

@@ -63,15 +63,6 @@ class Report:
         for config in configs:
             self.excluded.setdefault(config, Counter())[reason] += 1
 
-    def merge(self, other: "Report") -> None:
-        for issue in other.issues:
-            if self.counts[issue.code] < MAX_DETAILS_PER_CODE:
-                self.issues.append(issue)
-        self.counts.update(other.counts)
-        self.totals.update(other.totals)
-        for config, reasons in other.excluded.items():
-            self.excluded.setdefault(config, Counter()).update(reasons)
-
     @property
     def errors(self) -> int:
         return sum(n for code, n in self.counts.items() if CODES[code][0] == "error")
