@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from fpus23_dataset import schema
+from fpus23_dataset.atomic import sibling_temp_dir
 
 from .data import InputSpec, to_tensor
 from .models import build_model, is_detector
@@ -40,8 +40,7 @@ def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, sp
     if out.exists() and not (out / "bundle.json").is_file():
         raise BundleError(f"{out}: exists and is not a model bundle; refusing to replace it")
     model = model.to("cpu").eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    temporary = sibling_temp_dir(out)
     try:
         torch.save(model.state_dict(), temporary / "model.pt")
         torchscript = _save_torchscript(model, temporary / "model.torchscript.pt", spec, is_detector(arch))

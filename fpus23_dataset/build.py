@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import __version__, schema
+from .atomic import sibling_temp_dir
 from .card import render_card
 from .cvat import Frame
 from .features import features_for
@@ -277,11 +278,7 @@ def build(
         for row in members[config]:
             plan[(config, groups[row.frame.split_group])].append(row)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes it private; a dataset folder is not
+    temporary = sibling_temp_dir(out)
     try:
         result = _write(temporary, source, rows, plan, paper, report, version, progress, max_shard_bytes)
         _replace(temporary, out)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import schema
+from .atomic import sibling_temp_dir
 from .tables import shard_files
 
 FORMATS = ("coco",)
@@ -24,8 +24,7 @@ def export_coco(path: Path | str, out: Path | str, config: str = "bounds", progr
     out = Path(out).absolute()
     if out.exists():
         raise FileExistsError(f"{out}: already exists; choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    temporary = sibling_temp_dir(out)
     written = {}
     try:
         categories = [{"id": i + 1, "name": name, "supercategory": "fetus"} for i, name in enumerate(schema.BOX_CATEGORIES)]
