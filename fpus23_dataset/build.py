@@ -30,9 +30,8 @@ from .cvat import Frame
 from .features import features_for
 from .images import CorruptImage, ImageInfo, inspect_image
 from .report import Report
-from .cvat import clip_boxes
 from .sources import Source, configs_of, discover, read_source
-from .validate import relative
+from .validate import fit_to_image, relative
 from .splits import paper_split, stream_split
 
 ROWS_PER_ROW_GROUP = 100
@@ -56,9 +55,7 @@ def _plan_frames(frames: Sequence[Frame], source: Source, report: Report) -> lis
     out = []
     for frame in frames:
         if frame.boxes and frame.width and frame.height:
-            frame.boxes = clip_boxes(frame.boxes, frame.width, frame.height, relative(frame.image_path, source.root), frame.image_id, report)
-            if not frame.boxes:
-                report.exclude(["bounds"], "no_box_inside_image")
+            fit_to_image(frame, frame.width, frame.height, relative(frame.image_path, source.root), report)
         configs = configs_of(frame)
         if configs:
             out.append(PlannedFrame(frame, configs))
@@ -90,9 +87,6 @@ class BuildResult:
     frames_read: int
     bytes_written: int = 0
     files: list[str] = field(default_factory=list)
-
-    def rows(self, config: str) -> int:
-        return sum(sum(c.values()) if config != "bounds" else c["__rows__"] for c in self.counts.get(config, {}).values())
 
 
 def _fingerprint(source: Source, rows: Sequence[PlannedFrame], image_digests: dict[str, str]) -> str:
@@ -196,20 +190,12 @@ def _read_bytes(row: PlannedFrame) -> tuple[bytes | None, ImageInfo | None, str 
 
 
 def _check_size(row: PlannedFrame, info: ImageInfo, file: str, report: Report) -> list[str]:
-    """The image's own size wins over the export's; boxes are re-clipped when they differ."""
+    """Configs the frame still belongs to once fitted to its image's real size."""
     frame = row.frame
     if (frame.width, frame.height) == (info.width, info.height):
         return row.configs
-    if frame.width is not None:
-        report.add("size_mismatch", file, frame.image_id, f"XML says {frame.width}x{frame.height}, image is {info.width}x{info.height}")
-    frame.width, frame.height = info.width, info.height
-    if not frame.boxes:
-        return row.configs
-    frame.boxes = clip_boxes(frame.boxes, info.width, info.height, file, frame.image_id, report)
-    if frame.boxes:
-        return row.configs
-    report.exclude(["bounds"], "no_box_inside_image")
-    return [c for c in row.configs if c != "bounds"]
+    fit_to_image(frame, info.width, info.height, file, report)
+    return [c for c in row.configs if c in configs_of(frame)]
 
 
 def _row_dict(frame: Frame, config: str, data: bytes, paper: str, next_object_id: Callable[[], int]) -> dict:

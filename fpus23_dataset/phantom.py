@@ -17,13 +17,13 @@ Pure numpy; everything is drawn only inside the slice it touches so a frame cost
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 import numpy as np
 
 from . import schema
+from .seeding import stable_seed
 
 SECTOR_HALF_ANGLE = math.radians(33.0)
 
@@ -59,12 +59,6 @@ class Style:
 
 
 DEFAULT_STYLE = Style()
-
-
-def stable_seed(*parts: object) -> list[int]:
-    """A seed sequence from strings and ints, stable across processes and Python versions."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).digest()
-    return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
 
 
 @dataclass

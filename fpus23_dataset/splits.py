@@ -17,7 +17,7 @@ import numpy as np
 
 from . import schema
 from .cvat import Frame
-from .phantom import stable_seed
+from .seeding import stable_seed
 from .sources import configs_of
 
 SEARCH_TRIALS = 400

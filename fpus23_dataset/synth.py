@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from . import schema
 from .cvat import Box, Frame, read_stream, split_export, write_cvat_xml
-from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame, stable_seed
+from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame
+from .seeding import stable_seed
 from .report import Report
 from .sources import discover
 

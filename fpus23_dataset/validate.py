@@ -24,6 +24,18 @@ def relative(path: object, root: Path) -> str:
         return text
 
 
+def fit_to_image(frame: Frame, width: int, height: int, file: str, report: Report) -> None:
+    """The image's own size wins over the export's (mismatch reported); boxes are clipped to it,
+    and a frame left with no box inside the image is counted out of bounds."""
+    if frame.width is not None and (frame.width, frame.height) != (width, height):
+        report.add("size_mismatch", file, frame.image_id, f"XML says {frame.width}x{frame.height}, image is {width}x{height}")
+    frame.width, frame.height = width, height
+    if frame.boxes:
+        frame.boxes = clip_boxes(frame.boxes, width, height, file, frame.image_id, report)
+        if not frame.boxes:
+            report.exclude(["bounds"], "no_box_inside_image")
+
+
 @dataclass
 class CheckedFrame:
     frame: Frame
@@ -58,13 +70,7 @@ def check_images(
                 report.exclude(configs_of(frame), "corrupt_image")
                 continue
             info, size = result
-            if frame.width is not None and (frame.width, frame.height) != (info.width, info.height):
-                report.add("size_mismatch", file, frame.image_id, f"XML says {frame.width}x{frame.height}, image is {info.width}x{info.height}")
-            frame.width, frame.height = info.width, info.height
-            if frame.boxes:
-                frame.boxes = clip_boxes(frame.boxes, info.width, info.height, file, frame.image_id, report)
-                if not frame.boxes:
-                    report.exclude(["bounds"], "no_box_inside_image")
+            fit_to_image(frame, info.width, info.height, file, report)
             configs = configs_of(frame)
             if configs:
                 out.append(CheckedFrame(frame, configs, size, info.width, info.height))
