@@ -6,6 +6,8 @@ This is the only way the CVAT plugin and the FiftyOne integration reach a model.
                              dataset version and fingerprint, protocol, metrics
     model.pt                 state_dict (what load_bundle uses: exact, and checked)
     model.torchscript.pt     TorchScript, for serving without this package (when the model scripts)
+    model.int8-qat.pt        INT8 bundles only (`compress --int8`): the QAT state; model.pt and the
+                             TorchScript file are then the FP32 twin, and load_bundle serves INT8
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .models import build_model, is_detector
 
 BUNDLE_FORMAT = "fpus23-model-bundle"
 BUNDLE_VERSION = 1
+INT8_STATE = "model.int8-qat.pt"
 
 
 class BundleError(ValueError):
@@ -34,8 +37,9 @@ class BundleError(ValueError):
 
 
 def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, spec: InputSpec, dataset: dict,
-                  protocol: str, metrics: dict, model_options: dict | None = None, extra: dict | None = None) -> Path:
-    """Write a bundle folder atomically."""
+                  protocol: str, metrics: dict, model_options: dict | None = None, extra: dict | None = None,
+                  int8_state: Path | None = None) -> Path:
+    """Write a bundle folder atomically; `int8_state` (a compressed run's QAT state) makes it an INT8 bundle."""
     out = Path(out)
     if out.exists() and not (out / "bundle.json").is_file():
         raise BundleError(f"{out}: exists and is not a model bundle; refusing to replace it")
@@ -44,6 +48,8 @@ def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, sp
     try:
         torch.save(model.state_dict(), temporary / "model.pt")
         torchscript = _save_torchscript(model, temporary / "model.torchscript.pt", spec, is_detector(arch))
+        if int8_state is not None:
+            shutil.copyfile(int8_state, temporary / INT8_STATE)
         meta = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_VERSION,
@@ -57,6 +63,8 @@ def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, sp
             "metrics": metrics,
             "weights": "model.pt",
             "torchscript": torchscript,
+            "precision": "int8" if int8_state is not None else "fp32",
+            "int8_state": INT8_STATE if int8_state is not None else None,
             **(extra or {}),
         }
         (temporary / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -165,4 +173,11 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Predict
     model = build_model(task, arch, len(expected), "scratch", (spec.height, spec.width), **meta.get("model_options", {}))
     model.load_state_dict(torch.load(path / meta.get("weights", "model.pt"), map_location="cpu", weights_only=True))
     device = torch.device(device)
+    if meta.get("int8_state"):
+        if device.type != "cpu":
+            raise BundleError(f"{path}: an INT8 bundle runs on the CPU only (asked for {device})")
+        from .quantize import load_int8
+
+        state = torch.load(path / meta["int8_state"], map_location="cpu", weights_only=True)
+        model = load_int8(model, is_detector(arch), spec.height, spec.width, state)
     return Predictor(task, arch, tuple(expected), spec, model.to(device).eval(), meta, device)

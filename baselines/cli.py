@@ -40,10 +40,32 @@ def _headline(summary: dict) -> str:
     return f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  ({m['samples']} frames)"
 
 
-def _report(args) -> int:
-    from .report import load_runs, table1
+def _compress(args) -> int:
+    from .compress import CompressConfig, compress
 
-    text = table1(load_runs(args.runs))
+    summary = compress(CompressConfig(
+        run=args.run, out=args.out, prune=args.prune, int8=args.int8, data=args.data, epochs=args.epochs,
+        max_steps=args.max_steps, lr_scale=args.lr_scale, batch_size=args.batch_size, eval_subset=args.eval_subset,
+        seed=args.seed, workers=args.workers, latency_runs=args.latency_runs, progress=not args.quiet))
+    c = summary["compression"]
+    print(f"pruned {c['prune']:.0%}: sparsity {c['sparsity']:.1%}, MACs {c['dense_macs_g']} G dense / "
+          f"{c['effective_macs_g']} G effective")
+    print(f"parent  {_headline({'task': summary['task'], 'metrics': c['parent']['metrics']})}")
+    print(f"FP32    {_headline({'task': summary['task'], 'metrics': c['fp32']['metrics']})}  "
+          f"{c['fp32']['memory_dense_mb']} MB dense, {c['fp32']['memory_sparse_mb']} MB sparse, {c['fp32']['cpu_latency_ms']} ms")
+    if c["int8"]:
+        print(f"INT8    {_headline({'task': summary['task'], 'metrics': c['int8']['metrics']})}  "
+              f"{c['int8']['memory_dense_mb']} MB dense, {c['int8']['memory_sparse_mb']} MB sparse, {c['int8']['cpu_latency_ms']} ms")
+    print(f"run folder: {summary['config']['out']}")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import compression_tables, load_runs, table1
+
+    runs = load_runs(args.runs)
+    plain = [r for r in runs if "compression" not in r]
+    text = (table1(plain) if plain else "") + compression_tables(runs)
     if args.out:
         Path(args.out).write_text(text)
     print(text)
@@ -51,7 +73,7 @@ def _report(args) -> int:
 
 
 def _export(args) -> int:
-    from .bundle import export_bundle
+    from .bundle import INT8_STATE, export_bundle
     from .data import InputSpec
     from .models import build_model
 
@@ -65,9 +87,18 @@ def _export(args) -> int:
     options = run.get("model_options", {})
     model = build_model(run["task"], run["arch"], len(schema.class_names(run["task"])), "scratch", (spec.height, spec.width), **options)
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    int8 = run.get("precision") == "int8" and not args.fp32
+    extra = {"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"]}
+    if "compression" in run:
+        c = run["compression"]
+        extra["compression"] = {"prune": c["prune"], "sparsity": c["sparsity"], "dense_macs_g": c["dense_macs_g"],
+                                "effective_macs_g": c["effective_macs_g"],
+                                "fp32": {k: v for k, v in c["fp32"].items() if k != "metrics"},
+                                "int8": c["int8"] and {k: v for k, v in c["int8"].items() if k != "metrics"}}
+    metrics = run["metrics"] if int8 or "compression" not in run else run["compression"]["fp32"]["metrics"]
     out = export_bundle(model, args.out, task=run["task"], arch=run["arch"], spec=spec, dataset=run["dataset"],
-                        protocol=run["protocol"], metrics=run["metrics"], model_options=options,
-                        extra={"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"]})
+                        protocol=run["protocol"], metrics=metrics, model_options=options, extra=extra,
+                        int8_state=run_dir / INT8_STATE if int8 else None)
     print(f"bundle written: {out}")
     return 0
 
@@ -91,7 +122,7 @@ def _quickstart(args) -> int:
                              progress=not args.quiet, latency_runs=5)
         summary = train(config)
         print(f"{task}: {arch} at {scale}x — {_headline(summary)} in {summary['train_seconds']} s")
-        _export(argparse.Namespace(run=str(run_dir), out=str(out / f"{task}-{arch}")))
+        _export(argparse.Namespace(run=str(run_dir), out=str(out / f"{task}-{arch}"), fp32=False))
     print(f"bundles in {out}: demo-quality models trained for minutes on synthetic frames; not for research numbers")
     return 0
 
@@ -124,7 +155,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_train)
 
-    s = sub.add_parser("report", help="Markdown tables shaped like the paper's Table 1")
+    s = sub.add_parser("compress", help="prune and/or quantise a trained run (Tables 2 and 4)")
+    s.add_argument("run", help="run folder written by train")
+    s.add_argument("--prune", type=float, default=0.0, help="fraction of conv/linear weights to remove (e.g. 0.3, 0.5, 0.7)")
+    s.add_argument("--int8", action="store_true", help="quantisation-aware training to INT8 (torchao PT2E, x86)")
+    s.add_argument("--out", help="output run folder (default <run>-prune<P>[-int8])")
+    s.add_argument("--data", help="built dataset folder (default: the run's)")
+    s.add_argument("--epochs", type=int, default=1, help="retraining epochs after pruning, and QAT epochs")
+    s.add_argument("--max-steps", type=int, help="batches per epoch at most")
+    s.add_argument("--lr-scale", type=float, default=0.1, help="fine-tuning lr = the run's lr x this")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--eval-subset", type=float)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=0)
+    s.add_argument("--latency-runs", type=int, default=20)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_compress)
+
+    s = sub.add_parser("report", help="Markdown tables shaped like the paper's Table 1 (and Tables 2/4 for compressed runs)")
     s.add_argument("runs", nargs="+")
     s.add_argument("--out")
     s.set_defaults(func=_report)
@@ -132,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="write a model bundle from a run folder")
     s.add_argument("run")
     s.add_argument("out")
+    s.add_argument("--fp32", action="store_true", help="from an INT8 compressed run: export its FP32 twin instead")
     s.set_defaults(func=_export)
 
     s = sub.add_parser("quickstart", help="small models for all four tasks on the embedded synthetic set")

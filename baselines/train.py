@@ -148,6 +148,28 @@ def make_loader(rows, spec: InputSpec, detector: bool, train: bool, batch_size: 
     )
 
 
+def evaluate_model(model, rows, spec: InputSpec, task: str, device: torch.device, *, batch_size: int, workers: int = 0,
+                   seed: int = 0, amp: bool = False, progress: bool = False, confusion_png: Path | None = None,
+                   title: str = "") -> tuple[dict, list[dict]]:
+    """(metrics, per-frame predictions) of a model on rows; classifiers also plot their confusion matrix."""
+    detector = task == "bounds"
+    classes = schema.class_names(task)
+    loader = make_loader(rows, spec, detector, False, batch_size, workers, seed)
+    if detector:
+        from .coco_eval import coco_metrics
+
+        truth, predictions = predict_boxes(model, loader, device, amp, progress)
+        metrics = coco_metrics(truth, predictions, classes)
+        return metrics, [{"image_id": image_id, **p} for image_id, p in zip(rows["image_id"], predictions)]
+    from .metrics import classification_metrics
+
+    truth, predicted, scores = predict_classes(model, loader, device, amp, progress)
+    metrics = classification_metrics(truth, predicted, classes)
+    if confusion_png is not None:
+        plot_confusion(metrics["confusion"], classes, confusion_png, title)
+    return metrics, [{"image_id": i, "label": classes[p], "scores": s} for i, p, s in zip(rows["image_id"], predicted, scores)]
+
+
 def train(config: TrainConfig) -> dict:
     """Train, evaluate, write the run folder; returns the run summary (also run.json)."""
     config.resolve()
@@ -206,22 +228,10 @@ def train(config: TrainConfig) -> dict:
     if rank != 0:
         return {}
 
-    evaluation_loader = make_loader(evaluation_rows, spec, detector, False, recipe["batch_size"], config.workers, config.seed)
-    if detector:
-        truth, predictions = predict_boxes(model, evaluation_loader, device, amp, config.progress)
-        from .coco_eval import coco_metrics
-
-        metrics = coco_metrics(truth, predictions, classes)
-        predictions_out = [{"image_id": rows_id, **p} for rows_id, p in zip(evaluation_rows["image_id"], predictions)]
-    else:
-        truth, predicted, scores = predict_classes(model, evaluation_loader, device, amp, config.progress)
-        from .metrics import classification_metrics
-
-        metrics = classification_metrics(truth, predicted, classes)
-        plot_confusion(metrics["confusion"], classes, out / "confusion.png",
-                       f"{config.task} · {config.arch} · {config.protocol} protocol · {evaluation_split}")
-        predictions_out = [{"image_id": i, "label": classes[p], "scores": s}
-                           for i, p, s in zip(evaluation_rows["image_id"], predicted, scores)]
+    title = f"{config.task} · {config.arch} · {config.protocol} protocol · {evaluation_split}"
+    metrics, predictions_out = evaluate_model(model, evaluation_rows, spec, config.task, device, batch_size=recipe["batch_size"],
+                                              workers=config.workers, seed=config.seed, amp=amp, progress=config.progress,
+                                              confusion_png=out / "confusion.png", title=title)
     validation_metrics = None
     if validation_rows is not None and evaluation_split != "validation" and len(validation_rows):
         loader = make_loader(_subset(validation_rows, config.eval_subset, config.seed), spec, detector, False,
