@@ -60,6 +60,26 @@ def _compress(args) -> int:
     return 0
 
 
+def _transfer(args) -> int:
+    from .transfer import TransferConfig, run_transfer
+
+    results = run_transfer(TransferConfig(
+        db=args.db, fpus23_run=args.fpus23_run, out=args.out, inits=tuple(args.inits), epochs=args.epochs,
+        target_accuracy=args.target, subset=None if args.subset == 0 else args.subset, lr=args.lr,
+        batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, progress=not args.quiet))
+    print((Path(args.out) / "transfer.md").read_text())
+    return 0
+
+
+def _standin(args) -> int:
+    from .fetal_planes import make_standin, read_fetal_planes
+
+    root = make_standin(args.out, patients=args.patients, images_per_class=args.images_per_class, seed=args.seed,
+                        progress=not args.quiet)
+    print(f"FETAL_PLANES_DB stand-in written: {root} {read_fetal_planes(root).counts()}")
+    return 0
+
+
 def _report(args) -> int:
     from .report import compression_tables, load_runs, table1
 
@@ -171,6 +191,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-runs", type=int, default=20)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_compress)
+
+    s = sub.add_parser("transfer", help="phantom -> FETAL_PLANES_DB transfer experiments (Tables 5-7)")
+    s.add_argument("--db", required=True, help="FETAL_PLANES_DB folder (FETAL_PLANES_DB_data.csv + Images/)")
+    s.add_argument("--fpus23-run", required=True, help="an FPUS23 plane classifier run folder")
+    s.add_argument("--out", default="runs/transfer")
+    s.add_argument("--inits", nargs="+", default=["fpus23", "imagenet", "scratch"], choices=["fpus23", "imagenet", "scratch"])
+    s.add_argument("--epochs", type=int, default=15)
+    s.add_argument("--target", type=float, default=0.9, help="accuracy whose first epoch is reported")
+    s.add_argument("--subset", type=float, default=0.4, help="subset experiment's fraction of training images (0: skip)")
+    s.add_argument("--lr", type=float, default=1e-4)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_transfer)
+
+    s = sub.add_parser("fetal-planes-standin", help="write a FETAL_PLANES_DB-shaped stand-in (phantom renderer, other machine)")
+    s.add_argument("out")
+    s.add_argument("--patients", type=int, default=24)
+    s.add_argument("--images-per-class", type=int, default=4)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_standin)
 
     s = sub.add_parser("report", help="Markdown tables shaped like the paper's Table 1 (and Tables 2/4 for compressed runs)")
     s.add_argument("runs", nargs="+")
