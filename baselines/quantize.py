@@ -181,9 +181,12 @@ def load_int8(model: nn.Module, detector: bool, height: int, width: int, state: 
     converted = convert(prepared, detector)
     if compile is None:
         compile = os.environ.get("FPUS23_INT8_COMPILE", "1") != "0"
-    if compile:
-        converted = Compiled(converted)
+    return attach(prepared, Compiled(converted) if compile else converted, detector)
+
+
+def attach(model: nn.Module, int8: nn.Module, detector: bool) -> nn.Module:
+    """The servable model: the INT8 module itself, or the detector with its trunk replaced."""
     if detector:
-        prepared.backbone = Trunk(converted, prepared.backbone.out_channels)
-        return prepared
-    return converted
+        model.backbone = Trunk(int8, model.backbone.out_channels)
+        return model
+    return int8
