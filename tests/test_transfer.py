@@ -1,0 +1,122 @@
+"""FETAL_PLANES_DB reader, patient-disjoint split, stand-in and the transfer experiments at tiny scale."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="baselines need the [baselines] extra (torch, torchvision)")
+
+from baselines.cli import main as baselines_main  # noqa: E402
+from baselines.fetal_planes import (  # noqa: E402
+    CLASSES, CSV_NAME, FPUS23_PLANE_OF, FetalPlanesError, make_standin, patient_split, read_fetal_planes,
+    stratified_subset,
+)
+from fpus23_dataset import schema  # noqa: E402
+
+REAL_HEADER = "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine;Train \n"
+
+
+def _db(tmp_path, rows: list[str], header: str = REAL_HEADER, images: bool = True):
+    (tmp_path / "Images").mkdir(parents=True, exist_ok=True)
+    (tmp_path / CSV_NAME).write_text(header + "".join(r + "\n" for r in rows), encoding="utf-8")
+    if images:
+        for row in rows:
+            (tmp_path / "Images" / f"{row.split(';')[0]}.png").write_bytes(b"\x89PNG")
+    return tmp_path
+
+
+def test_reader_parses_the_real_header_with_its_trailing_space(tmp_path):
+    root = _db(tmp_path, [
+        "Patient00001_Plane1_1_of_15;1;Fetal abdomen;Not A Brain;Op. 1;Voluson E6;1",
+        "Patient00001_Plane3_1_of_15;1;Fetal brain;Trans-thalamic;Op. 1;Voluson E6;1",
+        "Patient00002_Plane5_1_of_3;2;Maternal cervix;Not A Brain;Op. 2;Aloka;0",
+        "Patient00002_Plane6_1_of_3;2;Other;Not A Brain;Op. 2;Aloka;0",
+        "Patient00003_Plane4_1_of_2;3;Fetal thorax;Not A Brain;Other;Voluson S10;0",
+    ])
+    (root / "Images" / "Patient00003_Plane4_1_of_2.png").unlink()
+    db = read_fetal_planes(root)
+    assert [(r.patient, r.plane, r.train, r.machine) for r in db.records] == [
+        (1, "Fetal abdomen", True, "Voluson E6"), (1, "Fetal brain", True, "Voluson E6")]
+    assert db.records[0].label == CLASSES.index("Fetal abdomen")
+    assert db.skipped == {"plane not studied: Maternal cervix": 1, "plane not studied: Other": 1, "image file missing": 1}
+
+
+@pytest.mark.parametrize("rows, header, message", [
+    (["a;1;Fetal brain;x;y;z;yes"], REAL_HEADER, r":2: Train must be 1 or 0, got 'yes'"),
+    (["a;one;Fetal brain;x;y;z;1"], REAL_HEADER, r":2: Patient_num 'one' is not an integer"),
+    (["a;1;Fetal brain"], REAL_HEADER, r":2: 3 fields, the header has 7"),
+    (["a;1;Fetal brain;x;y;z;1"], "Image_name;Patient_num;Plane;Brain_plane;Operator;US_Machine\n", r"header lacks Train"),
+])
+def test_reader_names_the_file_line_and_problem(tmp_path, rows, header, message):
+    root = _db(tmp_path, rows, header)
+    with pytest.raises(FetalPlanesError, match=message) as error:
+        read_fetal_planes(root)
+    assert CSV_NAME in str(error.value)
+
+
+def test_missing_database_says_what_it_expects(tmp_path):
+    with pytest.raises(FetalPlanesError, match="not found.*Images/"):
+        read_fetal_planes(tmp_path)
+
+
+def test_split_is_patient_disjoint_and_refuses_shared_patients(tmp_path):
+    rows = [f"P{p}_{k};{p};{CLASSES[k % 4]};x;y;z;{1 if p <= 6 else 0}" for p in range(1, 10) for k in range(4)]
+    db = read_fetal_planes(_db(tmp_path / "ok", rows))
+    splits = patient_split(db, validation_fraction=0.34, seed=1)
+    patients = {name: {r.patient for r in records} for name, records in splits.items()}
+    assert patients["test"] == {7, 8, 9} and len(patients["validation"]) == 2
+    assert not (patients["train"] & patients["validation"]) and not (patients["train"] | patients["validation"]) & patients["test"]
+    assert sum(map(len, splits.values())) == len(db.records)
+    subset = stratified_subset(splits["train"], 0.4)
+    assert {r.plane for r in subset} == set(CLASSES) and len(subset) < len(splits["train"])
+
+    shared = read_fetal_planes(_db(tmp_path / "shared", rows + ["Q;1;Fetal femur;x;y;z;0"]))
+    with pytest.raises(FetalPlanesError, match=r"patients \[1\] are in both"):
+        patient_split(shared)
+
+
+def test_class_mapping_covers_the_fpus23_planes_once():
+    assert sorted(FPUS23_PLANE_OF.values()) == sorted(schema.PLANE.classes)
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    return make_standin(tmp_path_factory.mktemp("fetal-planes") / "FETAL_PLANES_DB", patients=5, images_per_class=2,
+                        seed=2, workers=2, progress=False)
+
+
+def test_standin_has_the_real_layout(standin):
+    header = (standin / CSV_NAME).read_text().splitlines()[0]
+    assert header == REAL_HEADER.rstrip("\n")  # trailing space included
+    db = read_fetal_planes(standin)
+    counts = db.counts()
+    assert counts["per_class"] == {c: 10 for c in CLASSES} and counts["patients"] == 5
+    assert counts["skipped"] == {"plane not studied: Maternal cervix": 5}
+    from PIL import Image
+
+    with Image.open(db.records[0].image) as image:
+        assert image.size != (schema.FRAME_WIDTH, schema.FRAME_HEIGHT)  # another machine
+
+
+def test_transfer_experiments_run_end_to_end(standin, quick_runs, tmp_path):
+    out = tmp_path / "transfer"
+    assert baselines_main(["transfer", "--db", str(standin), "--fpus23-run", str(quick_runs / "plane"), "--out", str(out),
+                           "--epochs", "2", "--target", "0.5", "--batch-size", "8", "--quiet"]) == 0
+    results = json.loads((out / "transfer.json").read_text())
+    test_images = results["database"]["split"]["test"]
+    table5 = results["no_finetuning"]["metrics"]
+    assert sum(map(sum, table5["confusion"])) == test_images and table5["classes"] == list(CLASSES)
+    for tag in ("full", "subset40"):
+        fpus23, scratch = results[tag]["fpus23"], results[tag]["scratch"]
+        # the quick plane run is a ResNet10: ImageNet weights exist for ResNet34 only
+        assert "ResNet34 only" in results[tag]["imagenet"]["skipped"]
+        for r in (fpus23, scratch):
+            assert [c["epoch"] for c in r["curve"]] == [1, 2]
+            assert r["weight_change"]["sum_sq"] > 0 and r["weight_change"]["weights"] > 0
+            assert sum(map(sum, r["final"]["confusion"])) == test_images
+            assert r["epochs_to_target"] in (None, 1, 2)
+            assert (out / f"{tag}_{r['init']}_final.png").is_file()
+    assert results["subset40"]["fpus23"]["train_images"] < results["full"]["fpus23"]["train_images"]
+    table = (out / "transfer.md").read_text()
+    assert "Table 5" in table and "Fetal thorax = NO_PLANE" in table and "skipped: ImageNet" in table
