@@ -16,6 +16,7 @@ confusion.png, model.pt = the FP32 twin) plus model.int8-qat.pt (with --int8); `
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from fpus23_dataset import schema
+from fpus23_dataset.atomic import sibling_temp_dir
 
 from . import prune as pruning
 from . import quantize
@@ -100,15 +102,33 @@ def compress(config: CompressConfig) -> dict:
     config.resolve()
     seed_everything(config.seed)
     run, model, spec = load_run(config.run)
-    task, detector = run["task"], run["task"] == "bounds"
-    recipe = dict(run["recipe"], batch_size=config.batch_size or run["recipe"]["batch_size"])
+    task = run["task"]
     data = config.data or run["dataset"]["path"]
     split_config = TrainConfig(task=task, arch=run["arch"], protocol=run["protocol"], data=data,
                                eval_subset=config.eval_subset, seed=config.seed, progress=config.progress).resolve()
     train_rows, _, evaluation_rows, evaluation_split = load_splits(split_config)
+    if evaluation_split != run["evaluation_split"]:
+        raise RuntimeError(f"evaluation split changed: {evaluation_split} vs the run's {run['evaluation_split']}")
+    final = Path(config.out)
+    if final.exists() and not (final / "run.json").is_file():
+        raise FileExistsError(f"{final}: exists and is not a run folder; refusing to replace it")
+    out = sibling_temp_dir(final)  # the folder appears complete or not at all
+    try:
+        summary = _compress_into(out, config, run, model, spec, train_rows, evaluation_rows, evaluation_split)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    out.rename(final)
+    return summary
+
+
+def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn.Module, spec: InputSpec, train_rows,
+                   evaluation_rows, evaluation_split: str) -> dict:
+    task, detector = run["task"], run["task"] == "bounds"
+    recipe = dict(run["recipe"], batch_size=config.batch_size or run["recipe"]["batch_size"])
     loader = make_loader(train_rows, spec, detector, True, recipe["batch_size"], config.workers, config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     cpu = torch.device("cpu")
     evaluate = dict(batch_size=recipe["batch_size"], workers=config.workers, seed=config.seed, progress=config.progress)
     title = f"{task} · {run['arch']} · pruned {config.prune:.0%}"
@@ -128,7 +148,7 @@ def compress(config: CompressConfig) -> dict:
                                                     confusion_png=out / "confusion.fp32.png", title=f"{title} · FP32", **evaluate)
     torch.save(model.state_dict(), out / "model.pt")
     zero = pruning.zero_macs(model, example, detector)
-    fp32_latency = cpu_latency_ms(model, example, detector, config.latency_runs)
+    cost = cost_figures(model, spec.height, spec.width, detector, config.latency_runs)  # before INT8 replaces parts
     compression = {
         "parent": {"path": str(config.run), "metrics": parent_metrics},
         "prune": config.prune,
@@ -140,7 +160,7 @@ def compress(config: CompressConfig) -> dict:
             "memory_dense_mb": round(parameter_memory_mb(model), 3),
             "memory_sparse_mb": round(pruning.sparse_memory_mb(model, 4), 3),
             "file_mb": round((out / "model.pt").stat().st_size / 1e6, 3),
-            "cpu_latency_ms": round(fp32_latency, 2),
+            "cpu_latency_ms": cost["cpu_latency_ms"],
             "agreement_with_parent": _agreement(parent_predictions, fp32_predictions),
         },
         "int8": None,
@@ -195,12 +215,10 @@ def compress(config: CompressConfig) -> dict:
         "recipe": recipe,
         "train_rows": len(train_rows), "evaluation_rows": len(evaluation_rows),
         "train_seconds": round(time.perf_counter() - started, 1), "history": history, "device": "cpu", "amp": False,
-        "cost": cost_figures(model, spec.height, spec.width, detector, config.latency_runs),
+        "cost": cost,
         "compression": compression,
         "config": asdict(config),
     }
-    if evaluation_split != run["evaluation_split"]:
-        raise RuntimeError(f"evaluation split changed: {evaluation_split} vs the run's {run['evaluation_split']}")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "predictions.json").write_text(json.dumps(predictions) + "\n")
     (out / "run.json").write_text(json.dumps(summary, indent=2) + "\n")

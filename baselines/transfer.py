@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from fpus23_dataset import schema
+from fpus23_dataset.atomic import sibling_temp_dir
 
 from .data import InputSpec, to_tensor
 from .engine import predict_classes, train_one_epoch
@@ -151,8 +153,23 @@ def finetune(init: str, arch: str, fpus23: nn.Module, train_records, test_record
 
 
 def run_transfer(config: TransferConfig) -> dict:
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every experiment; the output folder appears complete or not at all."""
+    final = Path(config.out)
+    if final.exists() and not (final / "transfer.json").is_file():
+        raise FileExistsError(f"{final}: exists and is not a transfer output folder; refusing to replace it")
+    out = sibling_temp_dir(final)
+    try:
+        results = _run_into(out, config)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    out.rename(final)
+    return results
+
+
+def _run_into(out: Path, config: TransferConfig) -> dict:
     db = read_fetal_planes(config.db)
     splits = patient_split(db, config.validation_fraction, config.seed)
     fpus23, run, spec = _fpus23_model(Path(config.fpus23_run))

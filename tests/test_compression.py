@@ -113,3 +113,12 @@ def test_int8_detector_quantises_its_trunk(quick_runs, tmp_path):
     assert c["int8"]["quantized_part"].startswith("trunk")
     assert c["int8"]["memory_dense_mb"] < c["fp32"]["memory_dense_mb"]
     assert set(c["int8"]["metrics"]) >= {"mAP", "mAP50", "mAR100"}
+
+
+def test_compress_refuses_a_folder_that_is_not_a_run(tmp_path):
+    from baselines.compress import CompressConfig, compress
+
+    with pytest.raises(FileNotFoundError, match="no run.json"):
+        compress(CompressConfig(run=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"--prune must be in \[0, 1\)"):
+        compress(CompressConfig(run=str(tmp_path), prune=1.5))
