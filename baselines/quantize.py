@@ -9,14 +9,14 @@ Inductor quantizer's INT8 graph runs as oneDNN INT8 kernels once compiled with I
 What is quantised: classifiers entirely (activations per tensor, weights per channel, INT8);
 detectors their ResNet trunk only. The Faster R-CNN heads (RPN convolutions, box head, anchor
 decoding, NMS and RoIAlign) stay FP32: they are data-dependent code that `torch.export` does not
-capture as one static graph, and at our input sizes the trunk holds most of the MACs.
+capture as one static graph. The box head's two fully connected layers run once per proposal, so
+with many proposals they can cost more than the trunk: the detector's INT8 speed-up is partial.
 
 A quantised model is stored as its QAT state (see `qat_state`) and rebuilt by `load_int8`.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
