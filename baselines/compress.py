@@ -4,7 +4,8 @@
 
 1. load the run's model and its splits (same dataset, protocol, input size);
 2. `--prune p`: global magnitude pruning of the smallest weights (Han et al.), retraining with the
-   masks in place (the run's recipe at lr x `lr_scale`), masks made permanent: the FP32 twin;
+   masks in place (the run's recipe at lr x `lr_scale`), masks made permanent, batch-norm
+   statistics re-estimated: the FP32 twin;
 3. `--int8`: quantisation-aware training of the twin to INT8 (torchao PT2E, x86 quantizer: see
    `quantize.py`), then conversion;
 4. evaluate the twin (and the INT8 model) on the run's evaluation split; cost figures: dense and
@@ -15,6 +16,7 @@ confusion.png, model.pt = the FP32 twin) plus model.int8-qat.pt (with --int8); `
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -31,7 +33,7 @@ from . import quantize
 from .bundle import INT8_STATE
 from .cost import cost_figures, count_macs, cpu_latency_ms, parameter_memory_mb
 from .data import InputSpec
-from .engine import train_one_epoch
+from .engine import recalibrate_batchnorm, train_one_epoch
 from .models import build_model
 from .train import TrainConfig, evaluate_model, load_splits, make_loader, seed_everything
 
@@ -143,6 +145,7 @@ def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn
         pruning.prune_globally(model, config.prune)
         history += _fine_tune(model, [p for p in model.parameters() if p.requires_grad], loader, recipe, config, detector, "prune")
         pruning.make_permanent(model)
+        recalibrate_batchnorm(model, loader, cpu, detector=detector, progress=config.progress)
     model.eval()
     fp32_metrics, fp32_predictions = evaluate_model(model, evaluation_rows, spec, task, cpu,
                                                     confusion_png=out / "confusion.fp32.png", title=f"{title} · FP32", **evaluate)
@@ -168,6 +171,7 @@ def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn
     metrics, predictions = fp32_metrics, fp32_predictions
 
     if config.int8:
+        twin = copy.deepcopy(model)
         masks = _zero_masks(quantize.quantized_part(model, detector))
         prepared = quantize.prepare_qat(model, detector, spec.height, spec.width)
         part = quantize.quantized_part(prepared, detector)
@@ -181,7 +185,11 @@ def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn
         _keep_zeros(part, masks)
         history += _fine_tune(prepared, trainable, loader, recipe, config, detector, "int8-qat")
         _keep_zeros(part, masks, final=True)
-        torch.save(quantize.qat_state(prepared, detector), out / INT8_STATE)
+        state = quantize.qat_state(prepared, detector)
+        torch.save(state, out / INT8_STATE)
+        # the same weights in FP32: what quantisation alone costs, apart from QAT's extra training
+        same_weights = quantize.float_weights(twin, detector, state).eval()
+        same_metrics, same_predictions = evaluate_model(same_weights, evaluation_rows, spec, task, cpu, **evaluate)
         converted = quantize.convert(prepared, detector)
         int8_memory = quantize.int8_memory_mb(converted)
         int8_model = quantize.Compiled(converted)
@@ -202,6 +210,8 @@ def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn
             "memory_sparse_mb": round(int8_memory - (zero_weights - masked_weights / 8) / 1e6, 3),
             "cpu_latency_ms": round(cpu_latency_ms(int8_model, example, detector, config.latency_runs), 2),
             "agreement_with_fp32": _agreement(fp32_predictions, int8_predictions),
+            "same_weights_fp32_metrics": same_metrics,
+            "agreement_with_same_weights_fp32": _agreement(same_predictions, int8_predictions),
         }
         metrics, predictions = int8_metrics, int8_predictions
     else:

@@ -118,3 +118,41 @@ def evaluate_detector(model: nn.Module, loader: Iterable, device: torch.device, 
                       progress: bool = False) -> dict:
     ground_truth, predictions = predict_boxes(model, loader, device, amp, progress)
     return coco_metrics(ground_truth, predictions, classes)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable, device: torch.device, *, detector: bool,
+                          max_batches: int | None = 50, progress: bool = False) -> int:
+    """Re-estimate every BatchNorm's running statistics on training batches (no weight changes).
+
+    After pruning, activations shift; a short retraining moves the weights but leaves the running
+    statistics (momentum 0.1) partly those of the dense network, and eval-mode accuracy collapses.
+    Statistics are reset and averaged over `max_batches` batches (cumulative average). Returns the
+    batches used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.eval()
+    for norm in norms:
+        norm.train()
+    used = 0
+    for images, _ in tqdm(loader, desc="batch-norm statistics", unit="batch", disable=not progress, leave=False,
+                          total=min(len(loader), max_batches) if max_batches else len(loader)):
+        if max_batches is not None and used >= max_batches:
+            break
+        if detector:
+            batch, _ = model.transform([image.to(device) for image in images])
+            model.backbone(batch.tensors)
+        else:
+            model(images.to(device))
+        used += 1
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+    return used

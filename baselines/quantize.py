@@ -165,6 +165,21 @@ def qat_state(prepared: nn.Module, detector: bool) -> dict:
     return quantized_part(prepared, detector).graph.state_dict() if detector else prepared.state_dict()
 
 
+def float_weights(model: nn.Module, detector: bool, state: dict) -> nn.Module:
+    """The FP32 model carrying a QAT state's weights and batch-norm statistics (in place).
+
+    Evaluating it beside the INT8 model isolates what quantisation itself costs, apart from the extra
+    training QAT gives. Parameter and buffer names survive torch.export, so they are matched by name.
+    """
+    part = quantized_part(model, detector)
+    own = part.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise KeyError(f"QAT state lacks {missing[:5]}: not a state of this architecture")
+    part.load_state_dict({k: state[k] for k in own})
+    return model
+
+
 def load_int8(model: nn.Module, detector: bool, height: int, width: int, state: dict, compile: bool | None = None) -> nn.Module:
     """Rebuild the INT8 model from an FP32 model of the same architecture and a `qat_state`.
 

@@ -100,13 +100,13 @@ def compression_tables(runs: Sequence[dict]) -> str:
         quality = "mAP@[.5:.95] % | mAP@.5 % | mAR@100 %" if task == "bounds" else "accuracy % | macro-F1 %"
         out += [f"## {task} · {arch} · {protocol} protocol", "",
                 f"| pruned | precision | sparsity % | MACs dense (G) | MACs effective (G) | memory dense (MB) | "
-                f"memory sparse (MB) | paper memory (MB) | CPU ms/frame | {quality} | agreement % |",
-                "|---|---|---|---|---|---|---|---|---|" + "---|" * (quality.count("|") + 1) + "---|"]
+                f"memory sparse (MB) | paper memory (MB) | CPU ms/frame | {quality} | agreement % | INT8 vs same weights FP32 |",
+                "|---|---|---|---|---|---|---|---|---|" + "---|" * (quality.count("|") + 1) + "---|---|"]
         parent = chosen[0]["compression"]["parent"]
         cost = chosen[0]["cost"]
         out.append(f"| 0% (trained run) | FP32 | 0.0 | {chosen[0]['compression']['dense_macs_g']} | "
                    f"{chosen[0]['compression']['dense_macs_g']} | {cost['memory_mb']} | {cost['memory_mb']} | n/a | "
-                   f"{cost['cpu_latency_ms']} | {_row_quality(task, parent['metrics'])} | — |")
+                   f"{cost['cpu_latency_ms']} | {_row_quality(task, parent['metrics'])} | — | — |")
         for r in chosen:
             c = r["compression"]
             for precision in ("fp32", "int8"):
@@ -115,15 +115,24 @@ def compression_tables(runs: Sequence[dict]) -> str:
                     continue
                 paper = PAPER_COMPRESSION.get((arch, c["prune"], precision), {}).get("memory_mb", "n/a")
                 agreement = figures.get("agreement_with_parent" if precision == "fp32" else "agreement_with_fp32")
+                same = figures.get("same_weights_fp32_metrics")
+                isolated = "—"
+                if same:
+                    key = "mAP" if task == "bounds" else "accuracy"
+                    isolated = f"{100 * (figures['metrics'][key] - same[key]):+.1f} pts"
+                    if figures.get("agreement_with_same_weights_fp32") is not None:
+                        isolated += f", {_pct(figures['agreement_with_same_weights_fp32'])}% agree"
                 out.append(f"| {c['prune']:.0%} | {precision.upper()} | {100 * c['sparsity']:.1f} | {c['dense_macs_g']} | "
                            f"{c['effective_macs_g']} | {figures['memory_dense_mb']} | {figures['memory_sparse_mb']} | {paper} | "
                            f"{figures['cpu_latency_ms']} | {_row_quality(task, figures['metrics'])} | "
-                           f"{_pct(agreement)} |")
+                           f"{_pct(agreement)} | {isolated} |")
         out.append("")
     out.append("Sparsity: zero conv/linear weights after global magnitude pruning and retraining. MACs effective: "
                "multiply-accumulates with a non-zero weight. Memory dense: tensors as a dense runtime stores them "
                "(INT8: the tensors of the INT8 graph: int8 weights, FP32 biases, scales, zero points; detector heads FP32); "
                "sparse: pruned weights as non-zero values + a 1-bit mask. CPU ms: median batch-1 latency on this CPU "
                "(INT8 compiled by Inductor). Agreement: FP32 rows vs the trained run, INT8 rows vs their FP32 twin "
-               "(classifiers: same predicted class). The paper's figures are shown where this project has them.")
+               "(classifiers: same predicted class). INT8 vs same weights FP32: the INT8 model against its own QAT weights run "
+               "in FP32, i.e. what quantisation alone costs (QAT also trains, so INT8 vs the twin mixes both). "
+               "The paper's figures are shown where this project has them.")
     return "\n".join(out) + "\n"

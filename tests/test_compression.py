@@ -77,6 +77,9 @@ def test_compress_prunes_quantises_and_reports(compressed, quick_runs):
     assert int8["metrics"]["samples"] == fp32["metrics"]["samples"] == run["evaluation_rows"] > 0
     # INT8 vs its FP32 twin on the same synthetic test frames (QAT fine-tunes a few steps: not bit-identical)
     assert int8["agreement_with_fp32"] >= 0.75
+    # quantisation alone: INT8 against the very same weights run in FP32
+    assert int8["agreement_with_same_weights_fp32"] >= 0.9
+    assert abs(int8["metrics"]["accuracy"] - int8["same_weights_fp32_metrics"]["accuracy"]) <= 0.1
     # the pruned weights stayed zero through QAT: the saved QAT state has them
     state = torch.load(run_dir / "model.int8-qat.pt", weights_only=True)
     conv = [v for k, v in state.items() if k.endswith("conv2.weight") and v.dim() == 4]
