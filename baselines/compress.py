@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 from fpus23_dataset import schema
-from fpus23_dataset.atomic import sibling_temp_dir
+from fpus23_dataset.atomic import replacing_dir
 
 from . import prune as pruning
 from . import quantize
@@ -111,18 +110,8 @@ def compress(config: CompressConfig) -> dict:
     train_rows, _, evaluation_rows, evaluation_split = load_splits(split_config)
     if evaluation_split != run["evaluation_split"]:
         raise RuntimeError(f"evaluation split changed: {evaluation_split} vs the run's {run['evaluation_split']}")
-    final = Path(config.out)
-    if final.exists() and not (final / "run.json").is_file():
-        raise FileExistsError(f"{final}: exists and is not a run folder; refusing to replace it")
-    out = sibling_temp_dir(final)  # the folder appears complete or not at all
-    try:
+    with replacing_dir(Path(config.out), "run.json") as out:  # the folder appears complete or not at all
         summary = _compress_into(out, config, run, model, spec, train_rows, evaluation_rows, evaluation_split)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    out.rename(final)
     return summary
 
 

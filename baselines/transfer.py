@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from fpus23_dataset import schema
-from fpus23_dataset.atomic import sibling_temp_dir
+from fpus23_dataset.atomic import replacing_dir
 
 from .data import InputSpec, to_tensor
 from .engine import predict_classes, train_one_epoch
@@ -154,18 +153,8 @@ def finetune(init: str, arch: str, fpus23: nn.Module, train_records, test_record
 
 def run_transfer(config: TransferConfig) -> dict:
     """Run every experiment; the output folder appears complete or not at all."""
-    final = Path(config.out)
-    if final.exists() and not (final / "transfer.json").is_file():
-        raise FileExistsError(f"{final}: exists and is not a transfer output folder; refusing to replace it")
-    out = sibling_temp_dir(final)
-    try:
+    with replacing_dir(Path(config.out), "transfer.json") as out:
         results = _run_into(out, config)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    out.rename(final)
     return results
 
 
