@@ -63,7 +63,7 @@ def _compress(args) -> int:
 def _transfer(args) -> int:
     from .transfer import TransferConfig, run_transfer
 
-    results = run_transfer(TransferConfig(
+    run_transfer(TransferConfig(
         db=args.db, fpus23_run=args.fpus23_run, out=args.out, inits=tuple(args.inits), epochs=args.epochs,
         target_accuracy=args.target, subset=None if args.subset == 0 else args.subset, lr=args.lr,
         batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, progress=not args.quiet))
@@ -94,19 +94,11 @@ def _report(args) -> int:
 
 def _export(args) -> int:
     from .bundle import INT8_STATE, export_bundle
-    from .data import InputSpec
-    from .models import build_model
-
-    import torch
-
-    from fpus23_dataset import schema
+    from .train import load_run
 
     run_dir = Path(args.run)
-    run = json.loads((run_dir / "run.json").read_text())
-    spec = InputSpec(**run["input"])
+    run, model, spec = load_run(run_dir)
     options = run.get("model_options", {})
-    model = build_model(run["task"], run["arch"], len(schema.class_names(run["task"])), "scratch", (spec.height, spec.width), **options)
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
     int8 = run.get("precision") == "int8" and not args.fp32
     extra = {"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"]}
     if "compression" in run:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from fpus23_dataset import schema
 from fpus23_dataset.atomic import replacing_dir
 
 from . import prune as pruning
@@ -33,8 +32,7 @@ from .bundle import INT8_STATE
 from .cost import cost_figures, count_macs, cpu_latency_ms, parameter_memory_mb
 from .data import InputSpec
 from .engine import recalibrate_batchnorm, train_one_epoch
-from .models import build_model
-from .train import TrainConfig, evaluate_model, load_splits, make_loader, seed_everything
+from .train import TrainConfig, evaluate_model, load_run, load_splits, make_loader, seed_everything
 
 
 
@@ -62,19 +60,6 @@ class CompressConfig:
             suffix = f"prune{round(self.prune * 100)}" + ("-int8" if self.int8 else "")
             self.out = f"{self.run.rstrip('/')}-{suffix}"
         return self
-
-
-def load_run(run_dir: Path | str) -> tuple[dict, torch.nn.Module, InputSpec]:
-    run_dir = Path(run_dir)
-    run_file = run_dir / "run.json"
-    if not run_file.is_file():
-        raise FileNotFoundError(f"{run_dir}: no run.json (not a finished training run)")
-    run = json.loads(run_file.read_text())
-    spec = InputSpec(**run["input"])
-    model = build_model(run["task"], run["arch"], len(schema.class_names(run["task"])), "scratch", (spec.height, spec.width),
-                        **run.get("model_options", {}))
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
-    return run, model, spec
 
 
 def _fine_tune(model, parameters, loader, recipe: dict, config: CompressConfig, detector: bool, what: str) -> list[dict]:

@@ -148,6 +148,19 @@ def make_loader(rows, spec: InputSpec, detector: bool, train: bool, batch_size: 
     )
 
 
+def load_run(run_dir: Path | str) -> tuple[dict, torch.nn.Module, InputSpec]:
+    run_dir = Path(run_dir)
+    run_file = run_dir / "run.json"
+    if not run_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: no run.json (not a finished training run)")
+    run = json.loads(run_file.read_text())
+    spec = InputSpec(**run["input"])
+    model = build_model(run["task"], run["arch"], len(schema.class_names(run["task"])), "scratch", (spec.height, spec.width),
+                        **run.get("model_options", {}))
+    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    return run, model, spec
+
+
 def evaluate_model(model, rows, spec: InputSpec, task: str, device: torch.device, *, batch_size: int, workers: int = 0,
                    seed: int = 0, amp: bool = False, progress: bool = False, confusion_png: Path | None = None,
                    title: str = "") -> tuple[dict, list[dict]]:

@@ -30,7 +30,7 @@ from .engine import predict_classes, train_one_epoch
 from .fetal_planes import CLASSES, FPUS23_PLANE_OF, Record, patient_split, read_fetal_planes, stratified_subset
 from .metrics import classification_metrics, plot_confusion
 from .models import InitError, build_classifier
-from .train import seed_everything
+from .train import load_run, seed_everything
 
 
 @dataclass
@@ -71,22 +71,16 @@ def _loader(records, spec, train: bool, batch_size: int, seed: int):
 
 
 def _fpus23_model(run_dir: Path) -> tuple[nn.Module, dict, InputSpec]:
-    run = json.loads((run_dir / "run.json").read_text())
+    run, model, spec = load_run(run_dir)
     if run["task"] != "plane":
         raise ValueError(f"{run_dir}: transfer starts from an FPUS23 plane classifier, this run is {run['task']}")
-    model = build_classifier(run["arch"], len(schema.PLANE.classes))
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
-    return model, run, InputSpec(**run["input"])
-
-
-def _head(model: nn.Module) -> nn.Linear:
-    return model.fc
+    return model, run, spec
 
 
 def reorder_head(model: nn.Module) -> nn.Module:
     """FPUS23 plane head (ac, bpd, fl, no_plane) -> the database's class order via FPUS23_PLANE_OF."""
     order = [schema.PLANE.classes.index(FPUS23_PLANE_OF[c]) for c in CLASSES]
-    head = _head(model)
+    head = model.fc
     with torch.no_grad():
         head.weight.copy_(head.weight[order].clone())
         head.bias.copy_(head.bias[order].clone())
