@@ -1,19 +1,24 @@
 """Frame records -> a Hugging Face dataset folder: Parquet shards per config and split + dataset card.
 
-Two passes. The first reads every export and every image header (size, truncation), clips boxes,
-decides config membership and both split protocols. The second streams image bytes in order,
-checks each PNG chunk's CRC, and appends rows to the shard writers; bytes are copied as they are,
-never decoded. The build happens in a temporary folder renamed into place only when complete.
+Two passes. The first reads every export, clips boxes to the size each export states, and decides
+config membership and both split protocols. The second streams image bytes in order, in batches read
+straight into one Arrow buffer, checks each PNG chunk's CRC there, and appends rows to the shard
+writers: a config's rows point into that buffer (a slice where its frames are consecutive), so the
+bytes are copied only into the Parquet files, never decoded. Each config holds its own copy of its
+images, so that every config loads alone (see the README for the measured cost). The build happens in
+a temporary folder renamed into place only when complete.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
 import os
 import shutil
 import tempfile
-from collections import Counter, defaultdict
+from array import array
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +32,7 @@ from . import __version__, schema
 from .atomic import sibling_temp_dir
 from .card import render_card
 from .cvat import Frame
-from .features import features_for
+from .features import IMAGE_ARROW_TYPE, arrow_schema
 from .images import CorruptImage, ImageInfo, inspect_image
 from .report import Report
 from .sources import Source, configs_of, discover, read_source
@@ -36,7 +41,11 @@ from .splits import paper_split, stream_split
 
 ROWS_PER_ROW_GROUP = 100
 MAX_SHARD_BYTES = 500 * 1024 * 1024
-READ_THREADS = 4
+READ_BATCH = 64  # frames per read task: one Arrow buffer, few thread hand-offs
+READ_THREADS = 2
+READ_AHEAD = 4  # read tasks in flight: at most ~4 x 64 images in memory
+WRITE_THREADS = 2
+WRITES_IN_FLIGHT = 8  # per write thread
 BUILD_MARKER = "build_report.json"
 
 
@@ -100,23 +109,48 @@ def _fingerprint(source: Source, rows: Sequence[PlannedFrame], image_digests: di
     return digest.hexdigest()
 
 
-class _ShardWriter:
-    """Rows of one (config, split) into `<config>/<split>-0000k-of-0000n.parquet`, row groups of 100."""
+class _WriteQueue:
+    """One writer thread: the writes of a shard file run in order; a bounded number wait at once.
 
-    def __init__(self, root: Path, config: str, split: str, shard_ends: list[int]):
+    pyarrow releases the GIL while it encodes and writes, so two queues keep both cores busy while
+    the main thread prepares the next batch.
+    """
+
+    def __init__(self, in_flight: int = WRITES_IN_FLIGHT):
+        self.executor = ThreadPoolExecutor(1)
+        self.pending: deque = deque()
+        self.in_flight = in_flight
+
+    def submit(self, fn: Callable, *args, **kwargs) -> None:
+        self.pending.append(self.executor.submit(fn, *args, **kwargs))
+        while len(self.pending) > self.in_flight:
+            self.pending.popleft().result()  # re-raises a failed write here
+
+    def drain(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def abort(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class _ShardWriter:
+    """Rows of one (config, split) into `<config>/<split>-0000k-of-0000n.parquet`, row groups of 100.
+
+    Shards end at planned row indices, so a dropped frame never moves a later frame to another shard.
+    """
+
+    def __init__(self, root: Path, config: str, split: str, shard_ends: list[int], queue: _WriteQueue):
         self.root, self.config, self.split = root, config, split
-        self.features = features_for(config)
-        self.schema = self.features.arrow_schema
-        self.shard_ends = shard_ends  # planned row index at which each shard ends
-        self.position = 0
+        self.schema = arrow_schema(config)
+        self.shard_ends = shard_ends
+        self.queue = queue
         self.shard = -1
         self.writer: pq.ParquetWriter | None = None
-        self.buffer: dict[str, list] = defaultdict(list)
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
         self.files: list[str] = []
         self.rows_written = 0
-        # Writes of different (config, split) run in parallel: pyarrow releases the GIL while writing.
-        self.executor = ThreadPoolExecutor(1)
-        self.pending = None
         self._open_next()
 
     def _open_next(self) -> None:
@@ -131,44 +165,43 @@ class _ShardWriter:
         )
         self.files.append(name)
 
-    def add(self, row: dict, planned_index: int) -> None:
-        while self.shard < len(self.shard_ends) - 1 and planned_index >= self.shard_ends[self.shard]:
-            self.flush()
-            self._open_next()
-        for key, value in row.items():
-            self.buffer[key].append(value)
-        self.rows_written += 1
-        if len(self.buffer["image_id"]) >= ROWS_PER_ROW_GROUP:
-            self.flush()
+    def append(self, table: pa.Table, planned: Sequence[int]) -> None:
+        """Rows in planned order; `planned` gives each row's planned index within this (config, split)."""
+        start = 0
+        while start < len(planned):
+            shard = bisect.bisect_right(self.shard_ends, planned[start])
+            while self.shard < min(shard, len(self.shard_ends) - 1):
+                self._open_next()
+            stop = bisect.bisect_left(planned, self.shard_ends[self.shard], lo=start) if self.shard < len(self.shard_ends) - 1 else len(planned)
+            stop = max(stop, start + 1)
+            self.pending.append(table.slice(start, stop - start))
+            self.pending_rows += stop - start
+            self.rows_written += stop - start
+            start = stop
+            if self.pending_rows >= ROWS_PER_ROW_GROUP:
+                self._flush(whole_groups_only=True)
 
-    def flush(self) -> None:
-        """Encode the buffered rows and hand them to this writer's thread (one row group in flight)."""
-        if not self.buffer.get("image_id"):
+    def _flush(self, whole_groups_only: bool) -> None:
+        if not self.pending_rows:
             return
-        table = pa.Table.from_pydict(dict(self.buffer), schema=self.schema)
-        self.buffer = defaultdict(list)
-        self._wait()
-        self.pending = self.executor.submit(self.writer.write_table, table, row_group_size=ROWS_PER_ROW_GROUP)
-
-    def _wait(self) -> None:
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.result()  # re-raises a failed write here
+        table = pa.concat_tables(self.pending)  # zero-copy: chunks of the batches' arrays
+        rows = table.num_rows - table.num_rows % ROWS_PER_ROW_GROUP if whole_groups_only else table.num_rows
+        if rows:
+            self.queue.submit(self.writer.write_table, table.slice(0, rows), row_group_size=ROWS_PER_ROW_GROUP)
+        rest = table.slice(rows)
+        self.pending = [rest] if rest.num_rows else []
+        self.pending_rows = rest.num_rows
 
     def _close_writer(self) -> None:
         if self.writer is not None:
-            self.flush()
-            self._wait()
-            self.writer.close()
+            self._flush(whole_groups_only=False)
+            self.queue.submit(self.writer.close)
             self.writer = None
 
     def close(self) -> None:
-        try:
-            while self.shard < len(self.shard_ends) - 1:  # planned shards left empty by dropped frames
-                self._open_next()
-            self._close_writer()
-        finally:
-            self.executor.shutdown(wait=True)
+        while self.shard < len(self.shard_ends) - 1:  # planned shards left empty by dropped frames
+            self._open_next()
+        self._close_writer()
 
 
 def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
@@ -177,31 +210,71 @@ def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
     return [round(rows * (k + 1) / shards) for k in range(shards)]
 
 
-def _read_bytes(row: PlannedFrame) -> tuple[bytes | None, ImageInfo | None, str | None]:
-    """The image bytes, checked (signature, every PNG chunk CRC), and their SHA-256; or the problem."""
-    try:
-        with open(row.frame.image_path, "rb") as fh:
-            data = fh.read()
-        return data, inspect_image(data, verify=True), hashlib.sha256(data).hexdigest()
-    except CorruptImage as error:
-        return None, None, str(error)
-    except OSError as error:
-        return None, None, f"cannot read: {error.strerror or error}"
+@dataclass
+class _ReadBatch:
+    """Images of consecutive frames read into one Arrow buffer, each checked where it lies."""
+
+    buffer: pa.Buffer
+    offsets: array  # int32, len(frames) + 1; an unreadable frame takes no bytes
+    infos: list[ImageInfo | None]
+    digests: list[str | None]  # SHA-256 of the bytes, or the problem when info is None
+
+    def images(self) -> pa.Array:
+        return pa.Array.from_buffers(pa.binary(), len(self.infos), [None, pa.py_buffer(self.offsets), self.buffer])
 
 
-def _check_size(row: PlannedFrame, info: ImageInfo, file: str, report: Report) -> list[str]:
+def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
+    """Read a batch of frames; the bytes stay as they are and are never decoded."""
+    sizes = []
+    for row in rows:
+        try:
+            sizes.append(os.stat(row.frame.image_path).st_size)
+        except OSError:
+            sizes.append(0)  # reported when it is opened below
+    buffer = pa.allocate_buffer(sum(sizes))
+    view = memoryview(buffer).cast("B")  # Arrow exports signed bytes; compare as unsigned
+    offsets = array("i", [0])
+    infos: list[ImageInfo | None] = []
+    digests: list[str | None] = []
+    for row, size in zip(rows, sizes):
+        start = offsets[-1]
+        try:
+            with open(row.frame.image_path, "rb") as fh:
+                got = fh.readinto(view[start : start + size])
+                if got != size or fh.read(1):
+                    raise CorruptImage("file changed while it was being read")
+            data = view[start : start + size]
+            infos.append(inspect_image(data, verify=True))
+            digests.append(hashlib.sha256(data).hexdigest())
+            offsets.append(start + size)
+        except CorruptImage as error:
+            infos.append(None)
+            digests.append(str(error))
+            offsets.append(start)
+        except OSError as error:
+            infos.append(None)
+            digests.append(f"cannot read: {error.strerror or error}")
+            offsets.append(start)
+    return _ReadBatch(buffer, offsets, infos, digests)
+
+
+def _batches(rows: Sequence[PlannedFrame], size: int) -> list[Sequence[PlannedFrame]]:
+    return [rows[k : k + size] for k in range(0, len(rows), size)]
+
+
+def _check_size(row: PlannedFrame, info: ImageInfo, root: Path, report: Report) -> list[str]:
     """Configs the frame still belongs to once fitted to its image's real size."""
     frame = row.frame
     if (frame.width, frame.height) == (info.width, info.height):
         return row.configs
-    fit_to_image(frame, info.width, info.height, file, report)
+    fit_to_image(frame, info.width, info.height, relative(frame.image_path, root), report)
     return [c for c in row.configs if c in configs_of(frame)]
 
 
-def _row_dict(frame: Frame, config: str, data: bytes, paper: str, next_object_id: Callable[[], int]) -> dict:
+def _row_values(frame: Frame, config: str, paper: str, next_object_id: Callable[[], int]) -> dict:
+    """A row's columns other than the image."""
     probe = frame.labels.get("probe")
     out = {
-        "image": {"bytes": data, "path": f"{frame.stream}/{frame.name}"},
         "image_id": frame.image_id,
         "stream": frame.stream,
         "frame": frame.index,
@@ -223,6 +296,19 @@ def _row_dict(frame: Frame, config: str, data: bytes, paper: str, next_object_id
     else:
         out["label"] = schema.class_names(config).index(frame.labels[config])
     return out
+
+
+def _table(schema_: pa.Schema, images: pa.Array, members: list[tuple[int, str, dict]]) -> pa.Table:
+    """One (config, split)'s rows of a batch; contiguous image runs are zero-copy slices of the batch."""
+    indices = [index for index, _, _ in members]
+    if indices == list(range(indices[0], indices[0] + len(indices))):
+        image_bytes = images.slice(indices[0], len(indices))
+    else:
+        image_bytes = images.take(pa.array(indices, pa.int32()))
+    columns = [pa.StructArray.from_arrays([image_bytes, pa.array([path for _, path, _ in members], pa.string())], fields=list(IMAGE_ARROW_TYPE))]
+    for column in list(schema_)[1:]:
+        columns.append(pa.array([values[column.name] for _, _, values in members], type=column.type))
+    return pa.Table.from_arrays(columns, schema=schema_)
 
 
 def build(
@@ -277,49 +363,59 @@ def build(
 
 def _write(root, source, rows, plan, paper, report, version, progress, max_shard_bytes) -> BuildResult:
     rows_per_shard = _rows_per_shard(rows, max_shard_bytes)
+    queues = [_WriteQueue() for _ in range(WRITE_THREADS)]
     writers: dict[tuple[str, str], _ShardWriter] = {}
     planned_index: dict[tuple[str, str], dict[str, int]] = {}
-    for key, members in sorted(plan.items()):
-        writers[key] = _ShardWriter(root, key[0], key[1], _plan_shards(len(members), rows_per_shard))
+    for number, (key, members) in enumerate(sorted(plan.items())):
+        writers[key] = _ShardWriter(root, key[0], key[1], _plan_shards(len(members), rows_per_shard), queues[number % len(queues)])
         planned_index[key] = {r.frame.image_id: i for i, r in enumerate(members)}
     split_of = {(key[0], r.frame.image_id): key[1] for key, members in plan.items() for r in members}
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     digests: dict[str, str] = {}
     object_ids = iter(range(1, 1 << 62))
+    batches = _batches(rows, READ_BATCH)
     try:
-        with ThreadPoolExecutor(READ_THREADS) as pool:
-            # Bounded read-ahead: at most a few hundred images in memory at once.
-            for row, (data, info, digest) in tqdm(
-                zip(rows, _bounded_map(pool, _read_bytes, rows, 256)), total=len(rows), desc="build", unit="frame",
-                disable=not progress, mininterval=0.5,
-            ):
-                frame = row.frame
-                file = relative(frame.image_path, source.root)
-                if data is None:
-                    report.add("corrupt_image", file, frame.image_id, digest)
-                    report.exclude(row.configs, "corrupt_image")
-                    continue
-                configs = _check_size(row, info, file, report)
-                digests[frame.image_id] = digest
-                for config in configs:
-                    split = split_of[(config, frame.image_id)]
-                    record = _row_dict(frame, config, data, paper[config][frame.image_id], lambda: next(object_ids))
-                    writers[(config, split)].add(record, planned_index[(config, split)][frame.image_id])
-                    if config == "bounds":
-                        counts[config][split]["__rows__"] += 1
-                        counts[config][split].update(b.category for b in frame.boxes)
-                    else:
-                        counts[config][split][frame.labels[config]] += 1
-    except BaseException:
+        with ThreadPoolExecutor(READ_THREADS) as pool, tqdm(
+            total=len(rows), desc="build", unit="frame", disable=not progress, mininterval=0.5
+        ) as bar:
+            # Bounded read-ahead: a few batches of images in memory at once.
+            for batch_rows, batch in zip(batches, _bounded_map(pool, _read_batch, batches, READ_AHEAD)):
+                groups: dict[tuple[str, str], list[tuple[int, str, dict]]] = defaultdict(list)
+                for position, (row, info) in enumerate(zip(batch_rows, batch.infos)):
+                    frame = row.frame
+                    if info is None:
+                        report.add("corrupt_image", relative(frame.image_path, source.root), frame.image_id, batch.digests[position])
+                        report.exclude(row.configs, "corrupt_image")
+                        continue
+                    digests[frame.image_id] = batch.digests[position]
+                    for config in _check_size(row, info, source.root, report):
+                        split = split_of[(config, frame.image_id)]
+                        values = _row_values(frame, config, paper[config][frame.image_id], lambda: next(object_ids))
+                        groups[(config, split)].append((position, f"{frame.stream}/{frame.name}", values))
+                        if config == "bounds":
+                            counts[config][split]["__rows__"] += 1
+                            counts[config][split].update(b.category for b in frame.boxes)
+                        else:
+                            counts[config][split][frame.labels[config]] += 1
+                images = batch.images()
+                for key, members in groups.items():
+                    writer = writers[key]
+                    index = planned_index[key]
+                    writer.append(_table(writer.schema, images, members), [index[v["image_id"]] for _, _, v in members])
+                bar.update(len(batch_rows))
         for writer in writers.values():
-            writer.executor.shutdown(wait=True, cancel_futures=True)
+            writer.close()
+        for queue in queues:
+            queue.drain()
+    except BaseException:
+        for queue in queues:
+            queue.abort()
         raise
+    for queue in queues:
+        queue.abort()  # idle by now: just joins the threads
     if not digests:
         raise BuildError("nothing usable: no image could be read\n" + report.format_text())
-    files = []
-    for writer in writers.values():
-        writer.close()
-        files.extend(writer.files)
+    files = [name for writer in writers.values() for name in writer.files]
     report.totals["frames_with_rows"] = len(digests)
     fingerprint = _fingerprint(source, rows, digests)
     result = BuildResult(root, version, {c: dict(s) for c, s in counts.items()}, report, fingerprint, len(rows), files=sorted(files))

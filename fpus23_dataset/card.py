@@ -9,7 +9,7 @@ import jinja2
 import yaml
 
 from . import schema
-from .features import features_for
+from .features import yaml_features
 from .report import CODES
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def _metadata(result: "BuildResult", split_sizes: dict[tuple[str, str], tuple[in
         infos.append(
             {
                 "config_name": config,
-                "features": features_for(config)._to_yaml_list(),
+                "features": yaml_features(config),
                 "splits": [
                     {"name": s, "num_bytes": split_sizes[(config, s)][1], "num_examples": split_sizes[(config, s)][0]}
                     for s in splits

@@ -21,20 +21,27 @@ class ImageInfo:
     mode: str
 
 
-def inspect_image(data: bytes, verify: bool = True) -> ImageInfo:
-    """Validate an encoded PNG or JPEG and read its size; `verify` checks every PNG chunk CRC."""
-    if data.startswith(PNG_SIGNATURE):
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def inspect_image(data: bytes | memoryview, verify: bool = True) -> ImageInfo:
+    """Validate an encoded PNG or JPEG and read its size; `verify` checks every PNG chunk CRC.
+
+    Accepts a memoryview so that the builder checks bytes where they were read, without a copy.
+    """
+    if data[:8] == PNG_SIGNATURE:
         if not verify:
-            if not data.endswith(b"\x00\x00\x00\x00IEND\xaeB`\x82"):
+            if data[-12:] != PNG_END:
                 raise CorruptImage("truncated PNG (no IEND chunk)")
             return _parse_ihdr(data)
         return _inspect_png(data)
     if data[:3] == b"\xff\xd8\xff":
-        return _inspect_jpeg(data)
-    raise CorruptImage("not a PNG or JPEG file (bad signature)" if data else "empty file")
+        return _inspect_jpeg(bytes(data))
+    raise CorruptImage("not a PNG or JPEG file (bad signature)" if len(data) else "empty file")
 
 
-def _inspect_png(data: bytes) -> ImageInfo:
+def _inspect_png(data: bytes | memoryview) -> ImageInfo:
+    view = memoryview(data)
     position, size = 8, len(data)
     info = None
     saw_idat = False
@@ -46,7 +53,7 @@ def _inspect_png(data: bytes) -> ImageInfo:
         if end > size:
             raise CorruptImage(f"truncated PNG (chunk {kind!r} runs past the end of the file)")
         crc = struct.unpack_from(">I", data, end - 4)[0]
-        if zlib.crc32(memoryview(data)[position + 4 : end - 4]) != crc:
+        if zlib.crc32(view[position + 4 : end - 4]) != crc:
             raise CorruptImage(f"PNG chunk {kind.decode('latin-1')!r} fails its CRC check")
         if info is None:
             info = _parse_ihdr(data)
@@ -59,7 +66,7 @@ def _inspect_png(data: bytes) -> ImageInfo:
         position = end
 
 
-def _parse_ihdr(data: bytes) -> ImageInfo:
+def _parse_ihdr(data: bytes | memoryview) -> ImageInfo:
     """The IHDR chunk, which must directly follow the signature."""
     if len(data) < 33:
         raise CorruptImage("truncated PNG (no IHDR chunk)")
@@ -110,7 +117,7 @@ def read_header(path) -> tuple[ImageInfo, int]:
                 raise CorruptImage("truncated PNG")
             fh.seek(size - 12)
             tail = fh.read(12)
-            if tail != b"\x00\x00\x00\x00IEND\xaeB`\x82":
+            if tail != PNG_END:
                 raise CorruptImage("truncated PNG (no IEND chunk)")
             return _parse_ihdr(head), size
         fh.seek(0)

@@ -1,6 +1,7 @@
 """Check a source without building: exports, image files, boxes; everything counted and reported."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ READ_THREADS = 4
 
 def relative(path: object, root: Path) -> str:
     text = str(path)
+    prefix = str(root).rstrip(os.sep) + os.sep
+    if text.startswith(prefix) and os.sep == "/":  # the common case, without pathlib's parsing
+        return text[len(prefix) :]
     try:
         return Path(text).relative_to(root).as_posix() if text else text
     except ValueError:

@@ -44,11 +44,43 @@ def test_failure_leaves_no_partial_output_and_keeps_the_earlier_build(procedural
     earlier = tmp_path / "earlier"
     shutil.copytree(procedural_build, earlier)
     before = _tree(earlier)
-    with mock.patch.object(build_module._ShardWriter, "flush", side_effect=OSError("disk full")):
+    # The failure happens in a writer thread, as a full disk would; it must still reach the caller.
+    with mock.patch.object(pq.ParquetWriter, "write_table", side_effect=OSError("disk full")):
         with pytest.raises(OSError, match="disk full"):
             build(procedural_source, earlier, "9.9.9", progress=False)
     assert _tree(earlier) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]
+
+
+def test_read_batches_and_threads_do_not_change_the_output(procedural_source, tmp_path, monkeypatch):
+    """Batches, shard ends and row groups cut across each other, with frames dropped mid-batch."""
+    source = tmp_path / "src"
+    shutil.copytree(procedural_source, source)
+    pngs = sorted(source.glob("four_poses/*/*.png"))
+    for victim in (pngs[5], pngs[40]):  # one flipped byte in the image data: a CRC failure
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+    monkeypatch.setattr(build_module, "ROWS_PER_ROW_GROUP", 4)
+    outputs = []
+    for batch, threads in ((3, 1), (64, 2)):
+        monkeypatch.setattr(build_module, "READ_BATCH", batch)
+        monkeypatch.setattr(build_module, "WRITE_THREADS", threads)
+        outputs.append(tmp_path / f"out-{batch}")
+        result = build(source, outputs[-1], "1.0.0", progress=False, max_shard_bytes=600_000)
+        assert result.report.counts["corrupt_image"] == 2
+    assert _tree(outputs[0]) == _tree(outputs[1])
+    files = sorted((outputs[1] / "orientation").glob("train-*.parquet"))
+    assert len(files) > 2
+    rows = 0
+    for file in files:
+        groups = [pq.ParquetFile(file).metadata.row_group(k).num_rows for k in range(pq.ParquetFile(file).metadata.num_row_groups)]
+        assert all(n == 4 for n in groups[:-1]) and 0 < groups[-1] <= 4
+        rows += sum(groups)
+    ids = set(read_labels(outputs[1], "orientation"))
+    assert f"{pngs[5].parent.name}/{pngs[5].stem}" not in ids and f"{pngs[40].parent.name}/{pngs[40].stem}" not in ids
+    assert len(ids) == sum(result.counts["orientation"][s].total() for s in result.counts["orientation"])
+    assert rows == result.counts["orientation"]["train"].total()
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_build(procedural_source, tmp_path):
@@ -242,3 +274,13 @@ def test_stats_cli(procedural_build, capsys, tmp_path):
     for config in schema.CONFIGS:
         assert out.count(config) >= 1
     assert "no_plane" in out and "(frames)" in out
+
+
+def test_the_builder_does_not_import_datasets():
+    """`datasets` (with pandas) costs about a second to import, a sixth of a full build; the builder needs neither."""
+    import subprocess
+    import sys
+
+    code = "import sys, fpus23_dataset.build, fpus23_dataset.card; print('datasets' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -35,3 +35,19 @@ def test_unknown_config_is_a_clear_error():
 
     with pytest.raises(ValueError, match="unknown config 'planes'"):
         schema.class_names("planes")
+
+
+def test_declared_features_agree_with_what_datasets_derives():
+    """The builder writes schemas and card YAML without importing `datasets`; they must be what it would write."""
+    import datasets
+
+    from fpus23_dataset import features
+
+    for config in schema.CONFIGS:
+        hf = features.features_for(config)
+        ours = features.arrow_schema(config)
+        assert hf.arrow_schema.equals(ours, check_metadata=True), config
+        assert datasets.Features.from_arrow_schema(ours) == hf
+        assert features.yaml_features(config) == hf._to_yaml_list()
+    assert isinstance(features.features_for("bounds")["objects"], datasets.List)
+    assert features.features_for("plane")["label"].names == list(schema.class_names("plane"))
