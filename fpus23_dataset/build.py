@@ -40,6 +40,7 @@ from .validate import fit_to_image, relative
 from .splits import paper_split, stream_split
 
 ROWS_PER_ROW_GROUP = 100
+DATA_PAGE_BYTES = 1 << 20
 MAX_SHARD_BYTES = 500 * 1024 * 1024
 READ_BATCH = 64  # frames per read task: one Arrow buffer, few thread hand-offs
 READ_THREADS = 2
@@ -160,8 +161,11 @@ class _ShardWriter:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         # PNG bytes are already compressed; the other columns are a few bytes a row.
+        # write_batch_size=1: a page ends at the first value that fills it, wherever the read batches
+        # cut the rows into chunks, so the bytes depend on the rows alone.
         self.writer = pq.ParquetWriter(
-            path, self.schema, compression="NONE", use_dictionary=["stream", "paper_split"], write_statistics=False
+            path, self.schema, compression="NONE", use_dictionary=["stream", "paper_split"], write_statistics=False,
+            data_page_size=DATA_PAGE_BYTES, write_batch_size=1,
         )
         self.files.append(name)
 
@@ -319,9 +323,17 @@ def build(
     seed: int = 0,
     progress: bool = True,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    configs: Sequence[str] = schema.CONFIGS,
 ) -> BuildResult:
-    """Build the dataset folder `out` from a source (None: the embedded synthetic default)."""
+    """Build the dataset folder `out` from a source (None: the embedded synthetic default).
+
+    `configs` picks which configs to write; splits, shards and object ids are those of the full build,
+    so each config's files are byte-identical to the same config's files in a full build.
+    """
     _check_version(version)
+    unknown = sorted(set(configs) - set(schema.CONFIGS))
+    if unknown or not configs:
+        raise BuildError(f"configs {unknown or list(configs)}: choose among {', '.join(schema.CONFIGS)}")
     out = Path(out).absolute()
     if out.exists() and not (out / BUILD_MARKER).is_file() and any(out.iterdir()):
         raise BuildError(f"{out}: exists and is not an fpus23 build (no {BUILD_MARKER}); refusing to replace it")
@@ -330,7 +342,7 @@ def build(
 
         with tempfile.TemporaryDirectory(prefix="fpus23-default-") as rendered:
             render_procedural(rendered, seed=seed, progress=progress)
-            return build(rendered, out, version, seed=seed, progress=progress, max_shard_bytes=max_shard_bytes)
+            return build(rendered, out, version, seed=seed, progress=progress, max_shard_bytes=max_shard_bytes, configs=configs)
 
     source = discover(source_path)
     report = Report()
@@ -347,12 +359,17 @@ def build(
     # (config, split) -> rows in order; order within a split is (stream, frame, name)
     plan: dict[tuple[str, str], list[PlannedFrame]] = defaultdict(list)
     for config in schema.CONFIGS:
-        for row in members[config]:
-            plan[(config, groups[row.frame.split_group])].append(row)
+        if config in configs:
+            for row in members[config]:
+                plan[(config, groups[row.frame.split_group])].append(row)
+    rows_per_shard = _rows_per_shard(rows, max_shard_bytes)
+    wanted = [row for row in rows if any(config in configs for config in row.configs)]
+    for config in set(report.excluded) - set(configs):
+        del report.excluded[config]
 
     temporary = sibling_temp_dir(out)
     try:
-        result = _write(temporary, source, rows, plan, paper, report, version, progress, max_shard_bytes)
+        result = _write(temporary, source, wanted, plan, paper, report, version, progress, rows_per_shard)
         _replace(temporary, out)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -361,8 +378,7 @@ def build(
     return result
 
 
-def _write(root, source, rows, plan, paper, report, version, progress, max_shard_bytes) -> BuildResult:
-    rows_per_shard = _rows_per_shard(rows, max_shard_bytes)
+def _write(root, source, rows, plan, paper, report, version, progress, rows_per_shard) -> BuildResult:
     queues = [_WriteQueue() for _ in range(WRITE_THREADS)]
     writers: dict[tuple[str, str], _ShardWriter] = {}
     planned_index: dict[tuple[str, str], dict[str, int]] = {}
@@ -385,11 +401,13 @@ def _write(root, source, rows, plan, paper, report, version, progress, max_shard
                     frame = row.frame
                     if info is None:
                         report.add("corrupt_image", relative(frame.image_path, source.root), frame.image_id, batch.digests[position])
-                        report.exclude(row.configs, "corrupt_image")
+                        report.exclude([c for c in row.configs if (c, frame.image_id) in split_of], "corrupt_image")
                         continue
                     digests[frame.image_id] = batch.digests[position]
                     for config in _check_size(row, info, source.root, report):
-                        split = split_of[(config, frame.image_id)]
+                        split = split_of.get((config, frame.image_id))
+                        if split is None:  # a config not being built
+                            continue
                         values = _row_values(frame, config, paper[config][frame.image_id], lambda: next(object_ids))
                         groups[(config, split)].append((position, f"{frame.stream}/{frame.name}", values))
                         if config == "bounds":

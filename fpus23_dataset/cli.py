@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, schema
 
 
 def _validate(args) -> int:
@@ -54,7 +54,7 @@ def _build(args) -> int:
 
     started = time.perf_counter()
     try:
-        result = build(args.source, args.out, args.version, seed=args.seed, progress=not args.quiet)
+        result = build(args.source, args.out, args.version, seed=args.seed, progress=not args.quiet, configs=args.configs)
     except (BuildError, SourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -156,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("fpus23"))
     s.add_argument("--version", default="0.1.0", help="dataset version X.Y.Z")
     s.add_argument("--seed", type=int, default=0, help="split seed")
+    s.add_argument("--configs", nargs="+", choices=schema.CONFIGS, default=list(schema.CONFIGS), metavar="CONFIG",
+                   help="configs to write (default: all four); each is byte-identical to its files in a full build")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_build)
 

@@ -62,6 +62,7 @@ def test_read_batches_and_threads_do_not_change_the_output(procedural_source, tm
         data[len(data) // 2] ^= 0xFF
         victim.write_bytes(bytes(data))
     monkeypatch.setattr(build_module, "ROWS_PER_ROW_GROUP", 4)
+    monkeypatch.setattr(build_module, "DATA_PAGE_BYTES", 30_000)  # pages end inside row groups, too
     outputs = []
     for batch, threads in ((3, 1), (64, 2)):
         monkeypatch.setattr(build_module, "READ_BATCH", batch)
@@ -284,3 +285,17 @@ def test_the_builder_does_not_import_datasets():
     code = "import sys, fpus23_dataset.build, fpus23_dataset.card; print('datasets' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_a_subset_of_configs_gives_the_same_files_as_the_full_build(procedural_source, procedural_build, tmp_path):
+    out = tmp_path / "bounds-only"
+    assert main(["build", str(procedural_source), "--out", str(out), "--version", "1.2.3", "--configs", "bounds", "--quiet"]) == 0
+    full, subset = _tree(procedural_build), _tree(out)
+    parquet = sorted(name for name in subset if name.endswith(".parquet"))
+    assert parquet and all(name.startswith("bounds/") for name in parquet)
+    assert parquet == sorted(name for name in full if name.startswith("bounds/"))
+    assert all(subset[name] == full[name] for name in parquet)
+    card = subset["README.md"].decode()
+    assert "config_name: bounds" in card and "config_name: orientation" not in card
+    with pytest.raises(BuildError, match="choose among"):
+        build(procedural_source, tmp_path / "x", "1.0.0", progress=False, configs=["boxes"])
