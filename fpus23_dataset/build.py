@@ -46,6 +46,7 @@ READ_BATCH = 64  # frames per read task: one Arrow buffer, few thread hand-offs
 READ_THREADS = 2
 READ_AHEAD = 4  # read tasks in flight: at most ~4 x 64 images in memory
 WRITE_THREADS = 2
+MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and its int32 offsets); FPUS23 frames are ~0.1 MB
 WRITES_IN_FLIGHT = 8  # per write thread
 BUILD_MARKER = "build_report.json"
 
@@ -232,9 +233,10 @@ def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
     sizes = []
     for row in rows:
         try:
-            sizes.append(os.stat(row.frame.image_path).st_size)
+            size = os.stat(row.frame.image_path).st_size
         except OSError:
-            sizes.append(0)  # reported when it is opened below
+            size = 0  # reported when it is opened below
+        sizes.append(size if size <= MAX_IMAGE_BYTES else 0)
     buffer = pa.allocate_buffer(sum(sizes))
     view = memoryview(buffer).cast("B")  # Arrow exports signed bytes; compare as unsigned
     offsets = array("i", [0])
@@ -243,6 +245,8 @@ def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
     for row, size in zip(rows, sizes):
         start = offsets[-1]
         try:
+            if size == 0 and os.path.getsize(row.frame.image_path) > MAX_IMAGE_BYTES:
+                raise CorruptImage(f"file is over {MAX_IMAGE_BYTES >> 20} MB, far larger than any ultrasound frame")
             with open(row.frame.image_path, "rb") as fh:
                 got = fh.readinto(view[start : start + size])
                 if got != size or fh.read(1):

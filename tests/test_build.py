@@ -299,3 +299,19 @@ def test_a_subset_of_configs_gives_the_same_files_as_the_full_build(procedural_s
     assert "config_name: bounds" in card and "config_name: orientation" not in card
     with pytest.raises(BuildError, match="choose among"):
         build(procedural_source, tmp_path / "x", "1.0.0", progress=False, configs=["boxes"])
+
+
+def test_an_oversized_image_file_is_reported_not_read(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    small = write_png(src / "stream_a" / "frame_000000.png", size=(64, 48), seed=1)
+    write_png(src / "stream_a" / "frame_000001.png", size=(672, 389), seed=2)
+    write(src / "stream_a" / "annotations.xml", export(
+        image("frame_000000.png", tag(*ORIENT, "hdvb"), width=64, height=48),
+        image("frame_000001.png", tag(*ORIENT, "hdvf")),
+    ))
+    monkeypatch.setattr(build_module, "MAX_IMAGE_BYTES", small.stat().st_size + 10)
+    result = build(src, tmp_path / "out", "0.0.1", progress=False)
+    assert result.report.counts["corrupt_image"] == 1
+    issue = next(i for i in result.report.issues if i.code == "corrupt_image")
+    assert issue.frame == "stream_a/frame_000001" and "over" in issue.message
+    assert sorted(read_labels(tmp_path / "out", "orientation")) == ["stream_a/frame_000000"]
