@@ -307,9 +307,14 @@ def _row_values(frame: Frame, config: str, paper: str, next_object_id: Callable[
 
 
 def _table(schema_: pa.Schema, images: pa.Array, members: list[tuple[int, str, dict]]) -> pa.Table:
-    """One (config, split)'s rows of a batch; contiguous image runs are zero-copy slices of the batch."""
+    """One (config, split)'s rows of a batch.
+
+    A long contiguous run is a zero-copy slice of the batch's buffer; anything else is copied out, so
+    that rows waiting for their row group never pin more than a few whole batch buffers (memory stays
+    bounded however sparsely a config's frames are spread).
+    """
     indices = [index for index, _, _ in members]
-    if indices == list(range(indices[0], indices[0] + len(indices))):
+    if len(indices) >= READ_BATCH // 2 and indices == list(range(indices[0], indices[0] + len(indices))):
         image_bytes = images.slice(indices[0], len(indices))
     else:
         image_bytes = images.take(pa.array(indices, pa.int32()))

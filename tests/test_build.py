@@ -315,3 +315,29 @@ def test_an_oversized_image_file_is_reported_not_read(tmp_path, monkeypatch):
     issue = next(i for i in result.report.issues if i.code == "corrupt_image")
     assert issue.frame == "stream_a/frame_000001" and "over" in issue.message
     assert sorted(read_labels(tmp_path / "out", "orientation")) == ["stream_a/frame_000000"]
+
+
+def test_only_long_runs_of_rows_share_the_read_buffer():
+    """Rows waiting for their row group must not pin whole read buffers for a sparse config."""
+    import pyarrow as pa
+
+    from fpus23_dataset.features import arrow_schema
+
+    frames = [bytes([k]) * 10 for k in range(build_module.READ_BATCH)]
+    images = pa.array(frames, pa.binary())
+    shared = images.buffers()[2].address
+    config_schema = arrow_schema("orientation")
+
+    def members(indices):
+        return [(k, f"s/frame_{k}", {"image_id": f"s/frame_{k}", "stream": "s", "frame": k, "probe": None,
+                                     "width": 1, "height": 1, "paper_split": "train", "label": 0}) for k in indices]
+
+    def image_buffer(table):
+        return table.column("image").chunk(0).field("bytes").buffers()[2].address
+
+    run = build_module._table(config_schema, images, members(range(2, 2 + build_module.READ_BATCH // 2)))
+    assert image_buffer(run) == shared  # a long run: a zero-copy slice
+    for sparse in ([7], [1, 3, 5]):
+        table = build_module._table(config_schema, images, members(sparse))
+        assert image_buffer(table) != shared  # copied out
+        assert table.column("image").combine_chunks().field("bytes").to_pylist() == [frames[k] for k in sparse]
