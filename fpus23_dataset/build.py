@@ -172,13 +172,11 @@ class _ShardWriter:
 
     def append(self, table: pa.Table, planned: Sequence[int]) -> None:
         """Rows in planned order; `planned` gives each row's planned index within this (config, split)."""
-        start = 0
+        last, start = len(self.shard_ends) - 1, 0
         while start < len(planned):
-            shard = bisect.bisect_right(self.shard_ends, planned[start])
-            while self.shard < min(shard, len(self.shard_ends) - 1):
+            while self.shard < last and planned[start] >= self.shard_ends[self.shard]:
                 self._open_next()
-            stop = bisect.bisect_left(planned, self.shard_ends[self.shard], lo=start) if self.shard < len(self.shard_ends) - 1 else len(planned)
-            stop = max(stop, start + 1)
+            stop = len(planned) if self.shard == last else bisect.bisect_left(planned, self.shard_ends[self.shard], lo=start)
             self.pending.append(table.slice(start, stop - start))
             self.pending_rows += stop - start
             self.rows_written += stop - start
@@ -337,7 +335,8 @@ def build(
     """Build the dataset folder `out` from a source (None: the embedded synthetic default).
 
     `configs` picks which configs to write; splits, shards and object ids are those of the full build,
-    so each config's files are byte-identical to the same config's files in a full build.
+    so each config's files are byte-identical to the same config's files in a full build. The source
+    fingerprint covers the exports and the images read, so it is the full build's only for all configs.
     """
     _check_version(version)
     unknown = sorted(set(configs) - set(schema.CONFIGS))
