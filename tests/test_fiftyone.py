@@ -155,7 +155,14 @@ def test_app_in_headless_chromium(loaded, procedural_build, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "fpus23_dataset.cli", "fiftyone", str(procedural_build), "--name", "fpus23-test",
                "--cache-dir", str(cache), "--database-dir", os.environ["FIFTYONE_DATABASE_DIR"], "--launch", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit
+    # that; a terminal's Ctrl-C is what this test stands for, so the server gets the default handler.
+    # Its output goes to a file: an unread pipe fills up with progress bars, and a server blocked
+    # writing to it cannot shut down on Ctrl-C.
+    log = tmp_path / "server.log"
+    with open(log, "w") as sink:
+        server = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -164,7 +171,7 @@ def test_app_in_headless_chromium(loaded, procedural_build, tmp_path):
                     break
             except OSError:
                 if server.poll() is not None:
-                    pytest.fail("fiftyone command exited:\n" + server.stdout.read())
+                    pytest.fail("fiftyone command exited:\n" + log.read_text()[-3000:])
                 time.sleep(0.5)
         url = f"http://127.0.0.1:{port}/datasets/fpus23-test"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -185,10 +192,10 @@ def test_app_in_headless_chromium(loaded, procedural_build, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGINT)
         try:
-            server.wait(timeout=60)
+            server.wait(timeout=120)  # closing the session may wait on the App server and the database
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-            pytest.fail("the fiftyone command did not stop on Ctrl-C")
+            pytest.fail("the fiftyone command did not stop on Ctrl-C within 120 s; its output ended:\n" + log.read_text()[-3000:])
     # nothing left behind: the App server port is free again
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
