@@ -132,8 +132,8 @@ class _WriteQueue:
         while self.pending:
             self.pending.popleft().result()
 
-    def abort(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+    def close(self, cancel_pending: bool = False) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=cancel_pending)
 
 
 class _ShardWriter:
@@ -231,11 +231,10 @@ def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
     sizes = []
     for row in rows:
         try:
-            size = os.stat(row.frame.image_path).st_size
+            sizes.append(os.stat(row.frame.image_path).st_size)
         except OSError:
-            size = 0  # reported when it is opened below
-        sizes.append(size if size <= MAX_IMAGE_BYTES else 0)
-    buffer = pa.allocate_buffer(sum(sizes))
+            sizes.append(0)  # reported when it is opened below
+    buffer = pa.allocate_buffer(sum(size for size in sizes if size <= MAX_IMAGE_BYTES))
     view = memoryview(buffer).cast("B")  # Arrow exports signed bytes; compare as unsigned
     offsets = array("i", [0])
     infos: list[ImageInfo | None] = []
@@ -243,7 +242,7 @@ def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
     for row, size in zip(rows, sizes):
         start = offsets[-1]
         try:
-            if size == 0 and os.path.getsize(row.frame.image_path) > MAX_IMAGE_BYTES:
+            if size > MAX_IMAGE_BYTES:
                 raise CorruptImage(f"file is over {MAX_IMAGE_BYTES >> 20} MB, far larger than any ultrasound frame")
             with open(row.frame.image_path, "rb") as fh:
                 got = fh.readinto(view[start : start + size])
@@ -435,10 +434,10 @@ def _write(root, source, rows, plan, paper, report, version, progress, rows_per_
             queue.drain()
     except BaseException:
         for queue in queues:
-            queue.abort()
+            queue.close(cancel_pending=True)
         raise
     for queue in queues:
-        queue.abort()  # idle by now: just joins the threads
+        queue.close()
     if not digests:
         raise BuildError("nothing usable: no image could be read\n" + report.format_text())
     files = [name for writer in writers.values() for name in writer.files]
