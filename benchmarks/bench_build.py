@@ -95,33 +95,24 @@ def timed_build(fpus23: str, source: Path, out: Path, *extra: str) -> tuple[floa
 
 
 def copy_floor(build: Path, rendered: Path, out: Path) -> float:
-    """Seconds to copy each config's image bytes into one plain file per config, and nothing else.
+    """Seconds to copy the PNG bytes of every frame the build stores into one plain file, and nothing else.
 
-    No XML, no checks, no Parquet: the least any build that stores a copy per config must spend on
-    this machine's page cache.
+    No XML, no checks, no Parquet: the least any build that stores each image once must spend on this
+    machine's page cache.
     """
     import pyarrow.parquet as pq
 
-    members = {}
-    for config_dir in sorted(p for p in build.iterdir() if p.is_dir()):
-        ids = set()
-        for file in config_dir.glob("*.parquet"):
-            ids.update(pq.read_table(file, columns=["image_id"]).column(0).to_pylist())
-        members[config_dir.name] = ids
-    frames = sorted(rendered.glob("four_poses/*/*.png"))
+    stored = set()
+    for file in (build / "data").glob("*.parquet"):
+        stored.update(pq.read_table(file, columns=["image_id"]).column(0).to_pylist())
+    frames = [p for p in sorted(rendered.glob("four_poses/*/*.png")) if f"{p.parent.name}/{p.stem}" in stored]
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     os.sync()
     started = time.perf_counter()
-    sinks = {config: open(out / f"{config}.bin", "wb") for config in members}
-    for path in frames:
-        image_id = f"{path.parent.name}/{path.stem}"
-        data = path.read_bytes()
-        for config, ids in members.items():
-            if image_id in ids:
-                sinks[config].write(data)
-    for sink in sinks.values():
-        sink.close()
+    with open(out / "images.bin", "wb") as sink:
+        for path in frames:
+            sink.write(path.read_bytes())
     return time.perf_counter() - started
 
 
@@ -239,7 +230,6 @@ def main() -> int:
     # sync, and each figure is the median over the rounds.
     contenders = {
         "build_full": lambda: timed_build(fpus23, rendered, work / "build-repeat")[0],
-        "build_one_copy": lambda: timed_build(fpus23, rendered, work / "build-one-copy", "--configs", "orientation")[0],
         "copy_floor": lambda: copy_floor(full_build, rendered, work / "floor"),
     }
     datumaro_inner: list[float] = []
@@ -259,7 +249,7 @@ def main() -> int:
         for key, run in contenders.items():
             runs[key].append(run())
         print(f"round {round_number + 1}:", {key: round(r[-1], 2) for key, r in runs.items()}, flush=True)
-    outputs = {"build_full": full_build, "build_one_copy": work / "build-one-copy", "copy_floor": work / "floor",
+    outputs = {"build_full": full_build, "copy_floor": work / "floor",
                "datumaro": work / "datumaro-out"}
     for key in contenders:
         results[key] = summary(frames, runs[key], du_mb(outputs[key]))
@@ -270,7 +260,7 @@ def main() -> int:
                                     "peak_rss_mb": results.pop("datumaro_peak_rss_mb")})
         results["speedup_vs_datumaro"] = {
             key: round(results[key]["frames_per_s"] / results["datumaro"]["frames_per_s"], 2)
-            for key in ("build_full", "build_one_copy", "copy_floor")
+            for key in ("build_full", "copy_floor")
         }
         print("frames/s against Datumaro's:", results["speedup_vs_datumaro"], flush=True)
 
@@ -311,9 +301,8 @@ def markdown(r: dict) -> str:
     lines += ["", f"All {r['streams']} streams, median of the runs listed (each after a sync):", "",
               "| what | runs (s) | median s | frames/s | × Datumaro | output MB |", "|---|---|---|---|---|---|"]
     names = {
-        "build_full": "fpus23 build, all four configs (each holds its own image copies)",
-        "build_one_copy": "fpus23 build --configs orientation (every frame once: what shared image bytes would write)",
-        "copy_floor": "bytes-only floor: each config's PNG bytes copied into one plain file, nothing else",
+        "build_full": "fpus23 build, all four configs (each image stored once, shared by its configs' rows)",
+        "copy_floor": "bytes-only floor: the stored frames' PNG bytes copied into one plain file, nothing else",
         "datumaro": "Datumaro: CVAT import -> COCO export with images (tags dropped)",
     }
     for key, name in names.items():

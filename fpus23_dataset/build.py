@@ -1,12 +1,12 @@
-"""Frame records -> a Hugging Face dataset folder: Parquet shards per config and split + dataset card.
+"""Frame records -> a Hugging Face dataset folder: one shared Parquet table per split + dataset card.
 
 Two passes. The first reads every export, clips boxes to the size each export states, and decides
-config membership and both split protocols. The second streams image bytes in order, in batches read
-straight into one Arrow buffer, checks each PNG chunk's CRC there, and appends rows to the shard
-writers: a config's rows point into that buffer (a slice where its frames are consecutive), so the
-bytes are copied only into the Parquet files, never decoded. Each config holds its own copy of its
-images, so that every config loads alone (see the README for the measured cost). The build happens in
-a temporary folder renamed into place only when complete.
+config membership and both split protocols. The second streams image bytes split by split, in batches
+of READ_BATCH frames read straight into one Arrow buffer, checks each PNG chunk's CRC there, and
+writes each batch as one row group: a row per frame and config, the image column a dictionary over
+the buffer, so Parquet stores each image once and all rows of its frame point to it. The bytes are
+copied only into the Parquet files, never decoded. The build happens in a temporary folder renamed
+into place only when complete.
 """
 from __future__ import annotations
 
@@ -32,22 +32,20 @@ from . import __version__, schema
 from .atomic import sibling_temp_dir
 from .card import render_card
 from .cvat import Frame
-from .features import IMAGE_ARROW_TYPE, arrow_schema
+from .features import CONFIG_COLUMN, DATA_DIR, stored_arrow_schema
 from .images import CorruptImage, ImageInfo, inspect_image
 from .report import Report
 from .sources import Source, configs_of, discover, read_source
 from .validate import fit_to_image, relative
 from .splits import paper_split, stream_split
 
-ROWS_PER_ROW_GROUP = 100
 DATA_PAGE_BYTES = 1 << 20
 MAX_SHARD_BYTES = 500 * 1024 * 1024
-READ_BATCH = 64  # frames per read task: one Arrow buffer, few thread hand-offs
+READ_BATCH = 64  # frames per read task and per row group: one Arrow buffer, stored once
 READ_THREADS = 2
 READ_AHEAD = 4  # read tasks in flight: at most ~4 x 64 images in memory
-WRITE_THREADS = 2
 MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and its int32 offsets); FPUS23 frames are ~0.1 MB
-WRITES_IN_FLIGHT = 8  # per write thread
+WRITES_IN_FLIGHT = 8  # row groups queued for the writer thread
 BUILD_MARKER = "build_report.json"
 
 
@@ -98,24 +96,41 @@ class BuildResult:
     frames_read: int
     bytes_written: int = 0
     files: list[str] = field(default_factory=list)
+    file_sizes: dict[str, int] = field(default_factory=dict)  # split -> bytes of its data files
+
+    def class_counts(self) -> dict[str, dict[str, Counter]]:
+        """The counts in `tables.class_counts` form (bounds: boxes per class and '(frames)')."""
+        out: dict[str, dict[str, Counter]] = {}
+        for config in schema.CONFIGS:
+            per_split = self.counts.get(config)
+            if not per_split:
+                continue
+            out[config] = {}
+            for split in schema.SPLITS:
+                if split in per_split:
+                    counter = Counter(per_split[split])
+                    if config == "bounds":
+                        counter["(frames)"] = counter.pop("__rows__", 0)
+                    out[config][split] = counter
+        return out
 
 
-def _fingerprint(source: Source, rows: Sequence[PlannedFrame], image_digests: dict[str, str]) -> str:
+def _fingerprint(source: Source, image_digests: dict[str, str]) -> str:
+    """SHA-256 over every export's bytes and every image's content digest (see `ImageInfo.digest`)."""
     digest = hashlib.sha256()
     xmls = sorted(xml for s in source.streams.values() for xml in s.xml_files)
     for xml in xmls:
         digest.update(f"xml {relative(xml, source.root)} {hashlib.sha256(xml.read_bytes()).hexdigest()}\n".encode())
-    for row in rows:
-        if row.frame.image_id in image_digests:
-            digest.update(f"image {row.frame.image_id} {image_digests[row.frame.image_id]}\n".encode())
+    for image_id in sorted(image_digests):
+        digest.update(f"image {image_id} {image_digests[image_id]}\n".encode())
     return digest.hexdigest()
 
 
 class _WriteQueue:
-    """One writer thread: the writes of a shard file run in order; a bounded number wait at once.
+    """One writer thread: writes run in order; a bounded number wait at once.
 
-    pyarrow releases the GIL while it encodes and writes, so two queues keep both cores busy while
-    the main thread prepares the next batch.
+    pyarrow releases the GIL while it encodes and writes, so the writes overlap the reads (two
+    threads) and the main thread preparing the next row group.
     """
 
     def __init__(self, in_flight: int = WRITES_IN_FLIGHT):
@@ -136,75 +151,42 @@ class _WriteQueue:
         self.executor.shutdown(wait=True, cancel_futures=cancel_pending)
 
 
-class _ShardWriter:
-    """Rows of one (config, split) into `<config>/<split>-0000k-of-0000n.parquet`, row groups of 100.
+class _DataWriter:
+    """Row groups, in planned order, into `data/<split>-0000k-of-0000n.parquet`: one file open at a time.
 
-    Shards end at planned row indices, so a dropped frame never moves a later frame to another shard.
+    Each row group holds the rows of a planned group of frames (a read batch): its Parquet
+    dictionary page stores each of those images once, and all of a frame's rows (one per config)
+    point to it. Row groups and shards are fixed by the plan, so the bytes depend on the input alone.
     """
 
-    def __init__(self, root: Path, config: str, split: str, shard_ends: list[int], queue: _WriteQueue):
-        self.root, self.config, self.split = root, config, split
-        self.schema = arrow_schema(config)
-        self.shard_ends = shard_ends
-        self.queue = queue
-        self.shard = -1
+    def __init__(self, root: Path, queue: _WriteQueue):
+        self.root, self.queue = root, queue
+        self.schema = stored_arrow_schema()
+        self.current: tuple[str, int] | None = None
         self.writer: pq.ParquetWriter | None = None
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
         self.files: list[str] = []
-        self.rows_written = 0
-        self._open_next()
 
-    def _open_next(self) -> None:
-        self._close_writer()
-        self.shard += 1
-        name = f"{self.config}/{self.split}-{self.shard:05d}-of-{len(self.shard_ends):05d}.parquet"
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # PNG bytes are already compressed; the other columns are a few bytes a row.
-        # write_batch_size=1: a page ends at the first value that fills it, wherever the read batches
-        # cut the rows into chunks, so the bytes depend on the rows alone.
-        self.writer = pq.ParquetWriter(
-            path, self.schema, compression="NONE", use_dictionary=["stream", "paper_split"], write_statistics=False,
-            data_page_size=DATA_PAGE_BYTES, write_batch_size=1,
-        )
-        self.files.append(name)
-
-    def append(self, table: pa.Table, planned: Sequence[int]) -> None:
-        """Rows in planned order; `planned` gives each row's planned index within this (config, split)."""
-        last, start = len(self.shard_ends) - 1, 0
-        while start < len(planned):
-            while self.shard < last and planned[start] >= self.shard_ends[self.shard]:
-                self._open_next()
-            stop = len(planned) if self.shard == last else bisect.bisect_left(planned, self.shard_ends[self.shard], lo=start)
-            self.pending.append(table.slice(start, stop - start))
-            self.pending_rows += stop - start
-            self.rows_written += stop - start
-            start = stop
-            if self.pending_rows >= ROWS_PER_ROW_GROUP:
-                self._flush(whole_groups_only=True)
-
-    def _flush(self, whole_groups_only: bool) -> None:
-        if not self.pending_rows:
-            return
-        table = pa.concat_tables(self.pending)  # zero-copy: chunks of the batches' arrays
-        rows = table.num_rows - table.num_rows % ROWS_PER_ROW_GROUP if whole_groups_only else table.num_rows
-        if rows:
-            self.queue.submit(self.writer.write_table, table.slice(0, rows), row_group_size=ROWS_PER_ROW_GROUP)
-        rest = table.slice(rows)
-        self.pending = [rest] if rest.num_rows else []
-        self.pending_rows = rest.num_rows
-
-    def _close_writer(self) -> None:
-        if self.writer is not None:
-            self._flush(whole_groups_only=False)
-            self.queue.submit(self.writer.close)
-            self.writer = None
+    def write(self, split: str, shard: int, shards: int, table: pa.Table) -> None:
+        if self.current != (split, shard):
+            self.close()
+            name = f"{DATA_DIR}/{split}-{shard:05d}-of-{shards:05d}.parquet"
+            (self.root / DATA_DIR).mkdir(exist_ok=True)
+            # PNG bytes are already compressed; the other columns are a few bytes a row. The image
+            # dictionary page holds a whole row group's images, hence its limit (64 x 16 MB at most).
+            self.writer = pq.ParquetWriter(
+                self.root / name, self.schema, compression="NONE", write_statistics=False,
+                use_dictionary=[CONFIG_COLUMN, "image.bytes", "image.path", "image_id", "stream", "paper_split"],
+                dictionary_pagesize_limit=1 << 30, data_page_size=DATA_PAGE_BYTES,
+            )
+            self.current = (split, shard)
+            self.files.append(name)
+        if table.num_rows:
+            self.queue.submit(self.writer.write_table, table, row_group_size=table.num_rows)
 
     def close(self) -> None:
-        while self.shard < len(self.shard_ends) - 1:  # planned shards left empty by dropped frames
-            self._open_next()
-        self._close_writer()
+        if self.writer is not None:
+            self.queue.submit(self.writer.close)
+            self.writer = None
 
 
 def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
@@ -220,7 +202,7 @@ class _ReadBatch:
     buffer: pa.Buffer
     offsets: array  # int32, len(frames) + 1; an unreadable frame takes no bytes
     infos: list[ImageInfo | None]
-    digests: list[str | None]  # SHA-256 of the bytes, or the problem when info is None
+    digests: list[str | None]  # the image's content digest, or the problem when info is None
 
     def images(self) -> pa.Array:
         return pa.Array.from_buffers(pa.binary(), len(self.infos), [None, pa.py_buffer(self.offsets), self.buffer])
@@ -248,9 +230,9 @@ def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
                 got = fh.readinto(view[start : start + size])
                 if got != size or fh.read(1):
                     raise CorruptImage("file changed while it was being read")
-            data = view[start : start + size]
-            infos.append(inspect_image(data, verify=True))
-            digests.append(hashlib.sha256(data).hexdigest())
+            info = inspect_image(view[start : start + size], verify=True)
+            infos.append(info)
+            digests.append(info.digest)
             offsets.append(start + size)
         except CorruptImage as error:
             infos.append(None)
@@ -303,21 +285,20 @@ def _row_values(frame: Frame, config: str, paper: str, next_object_id: Callable[
     return out
 
 
-def _table(schema_: pa.Schema, images: pa.Array, members: list[tuple[int, str, dict]]) -> pa.Table:
-    """One (config, split)'s rows of a batch.
+def _group_table(schema_: pa.Schema, images: pa.Array, rows: list[tuple[int, str, str, dict]]) -> pa.Table:
+    """A row group's rows: (position of the frame's image in the batch, config, image path, values).
 
-    A long contiguous run is a zero-copy slice of the batch's buffer; anything else is copied out, so
-    that rows waiting for their row group never pin more than a few whole batch buffers (memory stays
-    bounded however sparsely a config's frames are spread).
+    The image column is a dictionary array over the batch's images, as read: no image is copied
+    before the Parquet writer stores each once.
     """
-    indices = [index for index, _, _ in members]
-    if len(indices) >= READ_BATCH // 2 and indices == list(range(indices[0], indices[0] + len(indices))):
-        image_bytes = images.slice(indices[0], len(indices))
-    else:
-        image_bytes = images.take(pa.array(indices, pa.int32()))
-    columns = [pa.StructArray.from_arrays([image_bytes, pa.array([path for _, path, _ in members], pa.string())], fields=list(IMAGE_ARROW_TYPE))]
-    for column in list(schema_)[1:]:
-        columns.append(pa.array([values[column.name] for _, _, values in members], type=column.type))
+    indices = pa.array([position for position, _, _, _ in rows], pa.int32())
+    image = pa.StructArray.from_arrays(
+        [pa.DictionaryArray.from_arrays(indices, images), pa.array([path for _, _, path, _ in rows], pa.string())],
+        fields=list(schema_.field("image").type),
+    )
+    columns = [pa.array([config for _, config, _, _ in rows], pa.string()), image]
+    for column in list(schema_)[2:]:
+        columns.append(pa.array([values.get(column.name) for _, _, _, values in rows], type=column.type))
     return pa.Table.from_arrays(columns, schema=schema_)
 
 
@@ -358,25 +339,23 @@ def build(
         raise BuildError(f"{source_path}: nothing usable (no frame with an image and a label)\n" + report.format_text())
 
     groups = stream_split([r.frame for r in rows], seed)
-    members: dict[str, list[PlannedFrame]] = {config: [] for config in schema.CONFIGS}
+    members: dict[str, list[str]] = {config: [] for config in schema.CONFIGS}
     for row in rows:
         for config in row.configs:
-            members[config].append(row)
-    paper = {config: paper_split([r.frame.image_id for r in members[config]], config, seed) for config in schema.CONFIGS}
-    # (config, split) -> rows in order; order within a split is (stream, frame, name)
-    plan: dict[tuple[str, str], list[PlannedFrame]] = defaultdict(list)
-    for config in schema.CONFIGS:
-        if config in configs:
-            for row in members[config]:
-                plan[(config, groups[row.frame.split_group])].append(row)
-    rows_per_shard = _rows_per_shard(rows, max_shard_bytes)
-    wanted = [row for row in rows if any(config in configs for config in row.configs)]
+            members[config].append(row.frame.image_id)
+    paper = {config: paper_split(members[config], config, seed) for config in schema.CONFIGS}
+    # split -> frames in order (stream, frame, name); each frame once, with all its configs' rows
+    plan: dict[str, list[PlannedFrame]] = {split: [] for split in schema.SPLITS}
+    for row in rows:
+        if any(config in configs for config in row.configs):
+            plan[groups[row.frame.split_group]].append(row)
+    frames_per_shard = _rows_per_shard(rows, max_shard_bytes)
     for config in set(report.excluded) - set(configs):
         del report.excluded[config]
 
     temporary = sibling_temp_dir(out)
     try:
-        result = _write(temporary, source, wanted, plan, paper, report, version, progress, rows_per_shard)
+        result = _write(temporary, source, plan, set(configs), paper, report, version, progress, frames_per_shard)
         _replace(temporary, out)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -385,69 +364,82 @@ def build(
     return result
 
 
-def _write(root, source, rows, plan, paper, report, version, progress, rows_per_shard) -> BuildResult:
-    queues = [_WriteQueue() for _ in range(WRITE_THREADS)]
-    writers: dict[tuple[str, str], _ShardWriter] = {}
-    planned_index: dict[tuple[str, str], dict[str, int]] = {}
-    for number, (key, members) in enumerate(sorted(plan.items())):
-        writers[key] = _ShardWriter(root, key[0], key[1], _plan_shards(len(members), rows_per_shard), queues[number % len(queues)])
-        planned_index[key] = {r.frame.image_id: i for i, r in enumerate(members)}
-    split_of = {(key[0], r.frame.image_id): key[1] for key, members in plan.items() for r in members}
+@dataclass
+class _RowGroup:
+    split: str
+    shard: int
+    shards: int
+    frames: Sequence[PlannedFrame]
+
+
+def _row_groups(plan: dict[str, list[PlannedFrame]], frames_per_shard: int) -> list[_RowGroup]:
+    """Each split's frames cut into row groups of READ_BATCH frames, and those into shards of whole row groups."""
+    out = []
+    for split, frames in plan.items():
+        batches = _batches(frames, READ_BATCH)
+        if not batches:
+            continue
+        shard_ends = _plan_shards(len(batches), max(1, frames_per_shard // READ_BATCH))
+        for number, batch in enumerate(batches):
+            out.append(_RowGroup(split, bisect.bisect_right(shard_ends, number), len(shard_ends), batch))
+    return out
+
+
+def _write(root, source, plan, configs, paper, report, version, progress, frames_per_shard) -> BuildResult:
+    queue = _WriteQueue()
+    writer = _DataWriter(root, queue)
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    image_bytes: Counter = Counter()  # (config, split) -> bytes of its rows' images
     digests: dict[str, str] = {}
     object_ids = iter(range(1, 1 << 62))
-    batches = _batches(rows, READ_BATCH)
+    work = _row_groups(plan, frames_per_shard)
+    frames = [row for group in work for row in group.frames]
     try:
         with ThreadPoolExecutor(READ_THREADS) as pool, tqdm(
-            total=len(rows), desc="build", unit="frame", disable=not progress, mininterval=0.5
+            total=len(frames), desc="build", unit="frame", disable=not progress, mininterval=0.5
         ) as bar:
             # Bounded read-ahead: a few batches of images in memory at once.
-            for batch_rows, batch in zip(batches, _bounded_map(pool, _read_batch, batches, READ_AHEAD)):
-                groups: dict[tuple[str, str], list[tuple[int, str, dict]]] = defaultdict(list)
-                for position, (row, info) in enumerate(zip(batch_rows, batch.infos)):
+            for group, batch in zip(work, _bounded_map(pool, _read_batch, [g.frames for g in work], READ_AHEAD)):
+                rows: list[tuple[int, str, str, dict]] = []
+                for position, (row, info) in enumerate(zip(group.frames, batch.infos)):
                     frame = row.frame
                     if info is None:
                         report.add("corrupt_image", relative(frame.image_path, source.root), frame.image_id, batch.digests[position])
-                        report.exclude([c for c in row.configs if (c, frame.image_id) in split_of], "corrupt_image")
+                        report.exclude([c for c in row.configs if c in configs], "corrupt_image")
                         continue
                     digests[frame.image_id] = batch.digests[position]
+                    size = batch.offsets[position + 1] - batch.offsets[position]
                     for config in _check_size(row, info, source.root, report):
-                        split = split_of.get((config, frame.image_id))
-                        if split is None:  # a config not being built
+                        if config not in configs:
                             continue
                         values = _row_values(frame, config, paper[config][frame.image_id], lambda: next(object_ids))
-                        groups[(config, split)].append((position, f"{frame.stream}/{frame.name}", values))
+                        rows.append((position, config, f"{frame.stream}/{frame.name}", values))
+                        image_bytes[(config, group.split)] += size
                         if config == "bounds":
-                            counts[config][split]["__rows__"] += 1
-                            counts[config][split].update(b.category for b in frame.boxes)
+                            counts[config][group.split]["__rows__"] += 1
+                            counts[config][group.split].update(b.category for b in frame.boxes)
                         else:
-                            counts[config][split][frame.labels[config]] += 1
-                images = batch.images()
-                for key, members in groups.items():
-                    writer = writers[key]
-                    index = planned_index[key]
-                    writer.append(_table(writer.schema, images, members), [index[v["image_id"]] for _, _, v in members])
-                bar.update(len(batch_rows))
-        for writer in writers.values():
-            writer.close()
-        for queue in queues:
-            queue.drain()
+                            counts[config][group.split][frame.labels[config]] += 1
+                writer.write(group.split, group.shard, group.shards, _group_table(writer.schema, batch.images(), rows))
+                bar.update(len(group.frames))
+        writer.close()
+        queue.drain()
     except BaseException:
-        for queue in queues:
-            queue.close(cancel_pending=True)
+        queue.close(cancel_pending=True)
         raise
-    for queue in queues:
-        queue.close()
+    queue.close()
     if not digests:
         raise BuildError("nothing usable: no image could be read\n" + report.format_text())
-    files = [name for writer in writers.values() for name in writer.files]
     report.totals["frames_with_rows"] = len(digests)
-    fingerprint = _fingerprint(source, rows, digests)
-    result = BuildResult(root, version, {c: dict(s) for c, s in counts.items()}, report, fingerprint, len(rows), files=sorted(files))
-    result.bytes_written = sum((root / f).stat().st_size for f in files)
+    fingerprint = _fingerprint(source, digests)
+    result = BuildResult(root, version, {c: dict(s) for c, s in counts.items()}, report, fingerprint, len(frames), files=sorted(writer.files))
+    for name in writer.files:
+        split = Path(name).name.split("-")[0]
+        result.file_sizes[split] = result.file_sizes.get(split, 0) + (root / name).stat().st_size
+    result.bytes_written = sum(result.file_sizes.values())
     split_sizes = {
-        (config, split): (writers[(config, split)].rows_written, sum((root / f).stat().st_size for f in writers[(config, split)].files))
-        for config, split in writers
+        (config, split): (sum(counts[config][split].values()) if config != "bounds" else counts[config][split]["__rows__"], image_bytes[(config, split)])
+        for config in counts for split in counts[config]
     }
     (root / "README.md").write_text(render_card(result, source.layout, split_sizes), encoding="utf-8")
     report_dict = report.to_dict()

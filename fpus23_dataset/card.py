@@ -9,7 +9,7 @@ import jinja2
 import yaml
 
 from . import schema
-from .features import yaml_features
+from .features import CONFIG_COLUMN, DATA_DIR, config_columns, yaml_features
 from .report import CODES
 
 if TYPE_CHECKING:
@@ -25,13 +25,22 @@ CITATION = """@article{prabakaran2023fpus23,
 
 
 def _metadata(result: "BuildResult", split_sizes: dict[tuple[str, str], tuple[int, int]]) -> dict:
+    """Each config is a view of the shared table: its columns, its rows (`config == name`), its features.
+
+    `num_bytes` counts the config's own images; `download_size` the shared files its splits read.
+    """
     configs, infos = [], []
     for config in schema.CONFIGS:
         splits = [s for s in schema.SPLITS if (config, s) in split_sizes and split_sizes[(config, s)][0] > 0]
         if not splits:
             continue
         configs.append(
-            {"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]}
+            {
+                "config_name": config,
+                "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*.parquet"} for s in splits],
+                "columns": config_columns(config),
+                "filters": [[CONFIG_COLUMN, "==", config]],
+            }
         )
         size = sum(split_sizes[(config, s)][1] for s in splits)
         infos.append(
@@ -42,7 +51,7 @@ def _metadata(result: "BuildResult", split_sizes: dict[tuple[str, str], tuple[in
                     {"name": s, "num_bytes": split_sizes[(config, s)][1], "num_examples": split_sizes[(config, s)][0]}
                     for s in splits
                 ],
-                "download_size": size,
+                "download_size": sum(result.file_sizes.get(s, 0) for s in splits),
                 "dataset_size": size,
             }
         )

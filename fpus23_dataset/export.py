@@ -6,12 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import schema
 from .atomic import sibling_temp_dir
-from .tables import shard_files
+from .tables import config_rows, iter_batches, shard_files
 
 FORMATS = ("coco",)
 
@@ -28,29 +27,30 @@ def export_coco(path: Path | str, out: Path | str, config: str = "bounds", progr
     written = {}
     try:
         categories = [{"id": i + 1, "name": name, "supercategory": "fetus"} for i, name in enumerate(schema.BOX_CATEGORIES)]
-        for split, files in shard_files(path, config).items():
+        columns = ["image", "image_id", "stream", "frame", "width", "height", "objects"]
+        for split, files in shard_files(path).items():
             images, annotations = [], []
-            total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+            total = config_rows(files, config)
+            if not total:
+                continue
             bar = tqdm(total=total, desc=f"export {split}", unit="frame", disable=not progress)
-            for file in files:
-                parquet = pq.ParquetFile(file)
-                for batch in parquet.iter_batches(batch_size=64):
-                    for record in batch.to_pylist():
-                        image_id = len(images) + 1
-                        relative = f"{split}/{record['image_id']}{Path(record['image']['path'] or '.png').suffix or '.png'}"
-                        target = temporary / "images" / relative
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(record["image"]["bytes"])
-                        images.append({
-                            "id": image_id, "file_name": relative, "width": record["width"], "height": record["height"],
-                            "fpus23_image_id": record["image_id"], "stream": record["stream"], "frame": record["frame"],
+            for batch in iter_batches(files, config, columns):
+                for record in batch.to_pylist():
+                    image_id = len(images) + 1
+                    relative = f"{split}/{record['image_id']}{Path(record['image']['path'] or '.png').suffix or '.png'}"
+                    target = temporary / "images" / relative
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(record["image"]["bytes"])
+                    images.append({
+                        "id": image_id, "file_name": relative, "width": record["width"], "height": record["height"],
+                        "fpus23_image_id": record["image_id"], "stream": record["stream"], "frame": record["frame"],
+                    })
+                    for obj in record["objects"]:
+                        annotations.append({
+                            "id": obj["id"], "image_id": image_id, "category_id": obj["category"] + 1,
+                            "bbox": [float(v) for v in obj["bbox"]], "area": float(obj["area"]), "iscrowd": 0,
                         })
-                        for obj in record["objects"]:
-                            annotations.append({
-                                "id": obj["id"], "image_id": image_id, "category_id": obj["category"] + 1,
-                                "bbox": [float(v) for v in obj["bbox"]], "area": float(obj["area"]), "iscrowd": 0,
-                            })
-                        bar.update(1)
+                    bar.update(1)
             bar.close()
             document = {
                 "info": {"description": "FPUS23 bounds", "version": _version(path)},

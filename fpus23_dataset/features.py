@@ -1,5 +1,10 @@
 """Hugging Face features of each config, declared once, in the form `datasets` serialises them.
 
+All configs are stored in one table (`data/<split>-*.parquet`, one row per frame and config, a
+`config` column naming the row's config): each image is stored once per row group, as a Parquet
+dictionary value that the rows of its frame share. Each config is a view of that table — its
+columns, its rows (`config == name`) and its own features (ClassLabel names) — declared in the card.
+
 The builder derives the Arrow schema and the card's YAML from this declaration without importing
 `datasets`: that import (pandas included) takes about a second, a quarter of a whole build of the 34
 shared streams. `features_for` gives the `datasets.Features` object; tests check that the three views
@@ -19,6 +24,10 @@ if TYPE_CHECKING:
 
 _ARROW_VALUES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64()}
 IMAGE_ARROW_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+# Stored: the bytes dictionary-encoded, so the rows of one frame (one per config) share one copy.
+STORED_IMAGE_ARROW_TYPE = pa.struct([("bytes", pa.dictionary(pa.int32(), pa.binary())), ("path", pa.string())])
+CONFIG_COLUMN = "config"
+DATA_DIR = "data"  # data/<split>-0000k-of-0000n.parquet
 
 
 def _value(dtype: str) -> dict:
@@ -56,6 +65,34 @@ def feature_dict(config: str) -> dict[str, Any]:
     return features
 
 
+def config_columns(config: str) -> list[str]:
+    """The stored columns a config's view shows, in order."""
+    return list(feature_dict(config))
+
+
+def stored_feature_dict() -> dict[str, Any]:
+    """The stored table's features: every config's columns, plus the config a row belongs to.
+
+    `label` is the class index within the row's own config (its names differ between configs, so
+    the table stores it as an integer and each config's view declares its ClassLabel); `objects`
+    is null except in bounds rows.
+    """
+    classifier = feature_dict(next(iter(schema.CLASSIFICATION_TASKS)))
+    features: dict[str, Any] = {CONFIG_COLUMN: _value("string")}
+    features.update((name, spec) for name, spec in classifier.items() if name != "label")
+    features["label"] = _value("int64")
+    features["objects"] = feature_dict("bounds")["objects"]
+    return features
+
+
+def stored_arrow_schema() -> pa.Schema:
+    """The Parquet schema of the stored table, with the `huggingface` metadata `datasets` reads back."""
+    declared = stored_feature_dict()
+    metadata = {"huggingface": json.dumps({"info": {"features": declared}})}
+    fields = [(name, STORED_IMAGE_ARROW_TYPE if name == "image" else _arrow_type(spec)) for name, spec in declared.items()]
+    return pa.schema(fields, metadata=metadata)
+
+
 def _arrow_type(spec: dict) -> pa.DataType:
     kind = spec.get("_type")
     if kind == "Image":
@@ -73,7 +110,7 @@ def _arrow_type(spec: dict) -> pa.DataType:
 
 
 def arrow_schema(config: str) -> pa.Schema:
-    """The Parquet schema of a config, with the `huggingface` metadata `datasets` reads back."""
+    """The Arrow schema of a config as `datasets` loads it (its view of the stored table)."""
     declared = feature_dict(config)
     metadata = {"huggingface": json.dumps({"info": {"features": declared}})}
     return pa.schema([(name, _arrow_type(spec)) for name, spec in declared.items()], metadata=metadata)

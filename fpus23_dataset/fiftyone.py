@@ -17,11 +17,10 @@ import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import schema
-from .tables import shard_files
+from .tables import config_rows, iter_batches, shard_files
 
 CLASSIFIERS = ("orientation", "anatomy", "plane")
 
@@ -41,31 +40,29 @@ def _read_build(path: Path, configs: Iterable[str], images_dir: Path, progress: 
         classes = schema.class_names(config)
         columns = ["image_id", "stream", "frame", "probe", "width", "height", "paper_split", "image"]
         columns += ["objects"] if config == "bounds" else ["label"]
-        for split, files in shard_files(path, config).items():
-            for file in files:
-                parquet = pq.ParquetFile(file)
-                bar = tqdm(total=parquet.metadata.num_rows, desc=f"{config}/{split}", unit="frame", disable=not progress, leave=False)
-                for batch in parquet.iter_batches(batch_size=64, columns=columns):
-                    for row in batch.to_pylist():
-                        record = records.get(row["image_id"])
-                        if record is None:
-                            target = images_dir / f"{row['image_id']}{Path(row['image']['path'] or '.png').suffix or '.png'}"
-                            if not target.is_file() or target.stat().st_size != len(row["image"]["bytes"]):
-                                target.parent.mkdir(parents=True, exist_ok=True)
-                                target.write_bytes(row["image"]["bytes"])
-                            record = records[row["image_id"]] = {
-                                "filepath": str(target), "image_id": row["image_id"], "stream": row["stream"],
-                                "frame": row["frame"], "probe": schema.PROBE.classes[row["probe"]] if row["probe"] is not None else None,
-                                "width": row["width"], "height": row["height"], "tags": [], "labels": {},
-                            }
-                        record["tags"].append(f"stream:{split}")
-                        record["tags"].append(f"paper-{config}:{row['paper_split']}")
-                        if config == "bounds":
-                            record["labels"]["bounds"] = [(classes[o["category"]], o["bbox"]) for o in row["objects"]]
-                        else:
-                            record["labels"][config] = classes[row["label"]]
-                    bar.update(batch.num_rows)
-                bar.close()
+        for split, files in shard_files(path).items():
+            bar = tqdm(total=config_rows(files, config), desc=f"{config}/{split}", unit="frame", disable=not progress, leave=False)
+            for batch in iter_batches(files, config, columns):
+                for row in batch.to_pylist():
+                    record = records.get(row["image_id"])
+                    if record is None:
+                        target = images_dir / f"{row['image_id']}{Path(row['image']['path'] or '.png').suffix or '.png'}"
+                        if not target.is_file() or target.stat().st_size != len(row["image"]["bytes"]):
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            target.write_bytes(row["image"]["bytes"])
+                        record = records[row["image_id"]] = {
+                            "filepath": str(target), "image_id": row["image_id"], "stream": row["stream"],
+                            "frame": row["frame"], "probe": schema.PROBE.classes[row["probe"]] if row["probe"] is not None else None,
+                            "width": row["width"], "height": row["height"], "tags": [], "labels": {},
+                        }
+                    record["tags"].append(f"stream:{split}")
+                    record["tags"].append(f"paper-{config}:{row['paper_split']}")
+                    if config == "bounds":
+                        record["labels"]["bounds"] = [(classes[o["category"]], o["bbox"]) for o in row["objects"]]
+                    else:
+                        record["labels"][config] = classes[row["label"]]
+                bar.update(batch.num_rows)
+            bar.close()
     return records
 
 

@@ -1,21 +1,50 @@
-"""Read a built dataset's label columns (never the images) straight from its Parquet shards."""
+"""Read a built dataset's rows straight from its Parquet shards, one config at a time.
+
+All configs share the files `data/<split>-*.parquet` (see `features`); a config's rows are those
+whose `config` column names it.
+"""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from . import schema
+from .features import CONFIG_COLUMN, DATA_DIR
 
 
-def shard_files(path: Path | str, config: str) -> dict[str, list[Path]]:
-    """split -> its shard files, in order."""
-    folder = Path(path) / config
+def shard_files(path: Path | str) -> dict[str, list[Path]]:
+    """split -> its shard files (shared by all configs), in order."""
+    folder = Path(path) / DATA_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{path}: not an fpus23 build (no {DATA_DIR}/ folder); run `fpus23 build --out {path}`")
     out: dict[str, list[Path]] = {}
     for file in sorted(folder.glob("*.parquet")):
         out.setdefault(file.name.split("-")[0], []).append(file)
     return {s: out[s] for s in schema.SPLITS if s in out}
+
+
+def config_rows(files: list[Path], config: str) -> int:
+    """How many rows of `config` the files hold (reads only the config column)."""
+    return sum(
+        pc.sum(pc.equal(pq.read_table(f, columns=[CONFIG_COLUMN])[CONFIG_COLUMN], config)).as_py() or 0
+        for f in files
+    )
+
+
+def iter_batches(files: list[Path], config: str, columns: list[str], batch_size: int = 64) -> Iterator[pa.RecordBatch]:
+    """A config's rows from some shard files, in stored order, `batch_size` at most at a time."""
+    schema.class_names(config)  # validates the config name
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    scanner = dataset.scanner(columns=columns, filter=ds.field(CONFIG_COLUMN) == config, batch_size=batch_size, use_threads=False)
+    for batch in scanner.to_batches():
+        if batch.num_rows:
+            yield batch
 
 
 def read_labels(path: Path | str, config: str) -> dict[str, dict]:
@@ -23,10 +52,9 @@ def read_labels(path: Path | str, config: str) -> dict[str, dict]:
     columns = ["image_id", "stream", "frame", "paper_split", "width", "height"] + (["objects"] if config == "bounds" else ["label"])
     rows: dict[str, dict] = {}
     classes = schema.class_names(config)
-    for split, files in shard_files(path, config).items():
-        for file in files:
-            table = pq.read_table(file, columns=columns)
-            for record in table.to_pylist():
+    for split, files in shard_files(path).items():
+        for batch in iter_batches(files, config, columns, batch_size=4096):
+            for record in batch.to_pylist():
                 record["split"] = split
                 if config == "bounds":
                     record["objects"] = [

@@ -15,7 +15,7 @@ from fpus23_dataset import build as build_module
 from fpus23_dataset import load, schema
 from fpus23_dataset.build import BuildError, build
 from fpus23_dataset.cli import main
-from fpus23_dataset.tables import read_labels
+from fpus23_dataset.tables import iter_batches, read_labels, shard_files
 
 from helpers import LOCATION, ORIENT, PROBE, box, export, image, tag, write, write_png
 
@@ -52,8 +52,8 @@ def test_failure_leaves_no_partial_output_and_keeps_the_earlier_build(procedural
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]
 
 
-def test_read_batches_and_threads_do_not_change_the_output(procedural_source, tmp_path, monkeypatch):
-    """Batches, shard ends and row groups cut across each other, with frames dropped mid-batch."""
+def test_each_image_is_stored_once_and_threads_do_not_change_the_output(procedural_source, tmp_path, monkeypatch):
+    """Small row groups and shards, frames dropped mid-batch; 1 or 2 read threads, short or long read-ahead."""
     source = tmp_path / "src"
     shutil.copytree(procedural_source, source)
     pngs = sorted(source.glob("four_poses/*/*.png"))
@@ -61,27 +61,42 @@ def test_read_batches_and_threads_do_not_change_the_output(procedural_source, tm
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0xFF
         victim.write_bytes(bytes(data))
-    monkeypatch.setattr(build_module, "ROWS_PER_ROW_GROUP", 4)
-    monkeypatch.setattr(build_module, "DATA_PAGE_BYTES", 30_000)  # pages end inside row groups, too
+    monkeypatch.setattr(build_module, "READ_BATCH", 4)
+    monkeypatch.setattr(build_module, "DATA_PAGE_BYTES", 30_000)
     outputs = []
-    for batch, threads in ((3, 1), (64, 2)):
-        monkeypatch.setattr(build_module, "READ_BATCH", batch)
-        monkeypatch.setattr(build_module, "WRITE_THREADS", threads)
-        outputs.append(tmp_path / f"out-{batch}")
+    for threads, ahead in ((1, 1), (2, 4)):
+        monkeypatch.setattr(build_module, "READ_THREADS", threads)
+        monkeypatch.setattr(build_module, "READ_AHEAD", ahead)
+        outputs.append(tmp_path / f"out-{threads}")
         result = build(source, outputs[-1], "1.0.0", progress=False, max_shard_bytes=600_000)
         assert result.report.counts["corrupt_image"] == 2
     assert _tree(outputs[0]) == _tree(outputs[1])
-    files = sorted((outputs[1] / "orientation").glob("train-*.parquet"))
+    files = sorted((outputs[1] / "data").glob("train-*.parquet"))
     assert len(files) > 2
-    rows = 0
+    rows_per_config: Counter = Counter()
+    shared = 0  # rows that reuse an image stored for another config's row
     for file in files:
-        groups = [pq.ParquetFile(file).metadata.row_group(k).num_rows for k in range(pq.ParquetFile(file).metadata.num_row_groups)]
-        assert all(n == 4 for n in groups[:-1]) and 0 < groups[-1] <= 4
-        rows += sum(groups)
+        parquet = pq.ParquetFile(file)
+        image_column = parquet.schema_arrow.get_field_index("image")
+        bytes_column = next(k for k in range(parquet.metadata.num_columns) if parquet.metadata.row_group(0).column(k).path_in_schema == "image.bytes")
+        assert image_column == 1
+        for k in range(parquet.metadata.num_row_groups):
+            table = parquet.read_row_group(k, columns=["config", "image_id", "image"])
+            rows_per_config.update(table.column("config").to_pylist())
+            frames = set(table.column("image_id").to_pylist())
+            assert len(frames) <= 4
+            shared += table.num_rows - len(frames)
+            chunk = parquet.metadata.row_group(k).column(bytes_column)
+            assert chunk.has_dictionary_page
+            sizes = {r["image_id"]: len(r["image"]["bytes"]) for r in table.to_pylist()}
+            stored, once = chunk.total_uncompressed_size, sum(sizes.values())
+            assert once <= stored < once + 100 * table.num_rows + 1000  # each image once, not once per row
+    assert shared > 50
     ids = set(read_labels(outputs[1], "orientation"))
     assert f"{pngs[5].parent.name}/{pngs[5].stem}" not in ids and f"{pngs[40].parent.name}/{pngs[40].stem}" not in ids
     assert len(ids) == sum(result.counts["orientation"][s].total() for s in result.counts["orientation"])
-    assert rows == result.counts["orientation"]["train"].total()
+    assert rows_per_config["orientation"] == result.counts["orientation"]["train"].total()
+    assert rows_per_config["bounds"] == result.counts["bounds"]["train"]["__rows__"]
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_build(procedural_source, tmp_path):
@@ -183,9 +198,10 @@ def test_builder_accepts_any_png_mode_and_reports_bad_input(tmp_path):
     card = (out / "README.md").read_text()
     assert "`corrupt_image` | 1" in card and "version 0.0.1" in card
     stored = {}
-    for file in (out / "orientation").glob("*.parquet"):
-        for record in pq.read_table(file, columns=["image_id", "image"]).to_pylist():
-            stored[record["image_id"]] = Image.open(io.BytesIO(record["image"]["bytes"])).mode
+    for files in shard_files(out).values():
+        for batch in iter_batches(files, "orientation", ["image_id", "image"]):
+            for record in batch.to_pylist():
+                stored[record["image_id"]] = Image.open(io.BytesIO(record["image"]["bytes"])).mode
     assert [stored[f"stream_a/frame_{i:06d}"] for i in range(3)] == ["L", "RGB", "RGBA"]
 
 
@@ -287,15 +303,19 @@ def test_the_builder_does_not_import_datasets():
     assert out == ["False", "False"]
 
 
-def test_a_subset_of_configs_gives_the_same_files_as_the_full_build(procedural_source, procedural_build, tmp_path):
+def test_a_subset_of_configs_gives_the_same_rows_as_the_full_build(procedural_source, procedural_build, tmp_path):
     out = tmp_path / "bounds-only"
     assert main(["build", str(procedural_source), "--out", str(out), "--version", "1.2.3", "--configs", "bounds", "--quiet"]) == 0
-    full, subset = _tree(procedural_build), _tree(out)
-    parquet = sorted(name for name in subset if name.endswith(".parquet"))
-    assert parquet and all(name.startswith("bounds/") for name in parquet)
-    assert parquet == sorted(name for name in full if name.startswith("bounds/"))
-    assert all(subset[name] == full[name] for name in parquet)
-    card = subset["README.md"].decode()
+    assert read_labels(out, "bounds") == read_labels(procedural_build, "bounds")  # same splits and object ids
+    subset_files, full_files = shard_files(out), shard_files(procedural_build)
+    for split, files in subset_files.items():
+        stored = pq.read_table(files, columns=["config"]).column("config").unique().to_pylist()
+        assert stored == ["bounds"]
+        ours = [b.to_pylist() for b in iter_batches(files, "bounds", ["image_id", "image"])]
+        theirs = [b.to_pylist() for b in iter_batches(full_files[split], "bounds", ["image_id", "image"])]
+        assert sum(ours, []) == sum(theirs, [])
+    assert read_labels(out, "orientation") == {}
+    card = (out / "README.md").read_text()
     assert "config_name: bounds" in card and "config_name: orientation" not in card
     with pytest.raises(BuildError, match="choose among"):
         build(procedural_source, tmp_path / "x", "1.0.0", progress=False, configs=["boxes"])
@@ -317,27 +337,24 @@ def test_an_oversized_image_file_is_reported_not_read(tmp_path, monkeypatch):
     assert sorted(read_labels(tmp_path / "out", "orientation")) == ["stream_a/frame_000000"]
 
 
-def test_only_long_runs_of_rows_share_the_read_buffer():
-    """Rows waiting for their row group must not pin whole read buffers for a sparse config."""
+def test_row_groups_point_into_the_read_buffer_without_copying_images():
+    """A row group's image column is a dictionary over the batch's images as read: no copy per row."""
     import pyarrow as pa
 
-    from fpus23_dataset.features import arrow_schema
+    from fpus23_dataset.features import stored_arrow_schema
 
-    frames = [bytes([k]) * 10 for k in range(build_module.READ_BATCH)]
+    frames = [bytes([k]) * 10 for k in range(6)]
     images = pa.array(frames, pa.binary())
-    shared = images.buffers()[2].address
-    config_schema = arrow_schema("orientation")
 
-    def members(indices):
-        return [(k, f"s/frame_{k}", {"image_id": f"s/frame_{k}", "stream": "s", "frame": k, "probe": None,
-                                     "width": 1, "height": 1, "paper_split": "train", "label": 0}) for k in indices]
+    def values(k, config):
+        out = {"image_id": f"s/frame_{k}", "stream": "s", "frame": k, "probe": None, "width": 1, "height": 1, "paper_split": "train"}
+        out.update({"objects": []} if config == "bounds" else {"label": 1})
+        return out
 
-    def image_buffer(table):
-        return table.column("image").chunk(0).field("bytes").buffers()[2].address
-
-    run = build_module._table(config_schema, images, members(range(2, 2 + build_module.READ_BATCH // 2)))
-    assert image_buffer(run) == shared  # a long run: a zero-copy slice
-    for sparse in ([7], [1, 3, 5]):
-        table = build_module._table(config_schema, images, members(sparse))
-        assert image_buffer(table) != shared  # copied out
-        assert table.column("image").combine_chunks().field("bytes").to_pylist() == [frames[k] for k in sparse]
+    rows = [(k, config, f"s/frame_{k}.png", values(k, config)) for k in (0, 2, 5) for config in ("orientation", "bounds")]
+    table = build_module._group_table(stored_arrow_schema(), images, rows)
+    column = table.column("image").chunk(0).field("bytes")
+    assert column.dictionary.buffers()[2].address == images.buffers()[2].address
+    assert column.indices.to_pylist() == [0, 0, 2, 2, 5, 5]
+    assert [r["bytes"] for r in table.column("image").to_pylist()] == [frames[k] for k in (0, 0, 2, 2, 5, 5)]
+    assert table.column("label").to_pylist() == [1, None] * 3 and table.column("objects").to_pylist() == [None, []] * 3

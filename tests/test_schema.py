@@ -51,3 +51,22 @@ def test_declared_features_agree_with_what_datasets_derives():
         assert features.yaml_features(config) == hf._to_yaml_list()
     assert isinstance(features.features_for("bounds")["objects"], datasets.List)
     assert features.features_for("plane")["label"].names == list(schema.class_names("plane"))
+
+
+def test_every_config_is_a_view_of_the_stored_table():
+    """A config's columns exist in the stored table with its types; only the image bytes are dictionary-encoded."""
+    import pyarrow as pa
+
+    from fpus23_dataset import features
+
+    stored = features.stored_arrow_schema()
+    assert stored.names[0] == features.CONFIG_COLUMN
+    assert stored.field("image").type.field("bytes").type == pa.dictionary(pa.int32(), pa.binary())
+    for config in schema.CONFIGS:
+        view = features.arrow_schema(config)
+        assert view.names == features.config_columns(config)
+        for field in view:
+            kept = stored.field(field.name).type
+            if field.name == "image":
+                kept = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+            assert kept == field.type, (config, field.name)
