@@ -33,6 +33,7 @@ from .atomic import sibling_temp_dir
 from .card import render_card
 from .cvat import Frame
 from .features import CONFIG_COLUMN, DATA_DIR, stored_arrow_schema
+from .direct_io import DirectFile
 from .images import CorruptImage, ImageInfo, inspect_image
 from .report import Report
 from .sources import Source, configs_of, discover, read_source
@@ -46,6 +47,7 @@ READ_THREADS = 2
 READ_AHEAD = 4  # read tasks in flight: at most ~4 x 64 images in memory
 MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and its int32 offsets); FPUS23 frames are ~0.1 MB
 WRITES_IN_FLIGHT = 8  # row groups queued for the writer thread
+DIRECT_IO = True  # Parquet files written with O_DIRECT (see direct_io); False: through the page cache
 BUILD_MARKER = "build_report.json"
 
 
@@ -164,6 +166,8 @@ class _DataWriter:
         self.schema = stored_arrow_schema()
         self.current: tuple[str, int] | None = None
         self.writer: pq.ParquetWriter | None = None
+        self.sink: DirectFile | None = None
+        self.opened: list = []  # every writer and sink, for `abandon`
         self.files: list[str] = []
 
     def write(self, split: str, shard: int, shards: int, table: pa.Table) -> None:
@@ -173,11 +177,14 @@ class _DataWriter:
             (self.root / DATA_DIR).mkdir(exist_ok=True)
             # PNG bytes are already compressed; the other columns are a few bytes a row. The image
             # dictionary page holds a whole row group's images, hence its limit (64 x 16 MB at most).
+            self.sink = DirectFile(self.root / name) if DIRECT_IO else None
+            self.opened.append(self.sink)
             self.writer = pq.ParquetWriter(
-                self.root / name, self.schema, compression="NONE", write_statistics=False,
+                self.sink or self.root / name, self.schema, compression="NONE", write_statistics=False,
                 use_dictionary=[CONFIG_COLUMN, "image.bytes", "image.path", "image_id", "stream", "paper_split"],
                 dictionary_pagesize_limit=1 << 30, data_page_size=DATA_PAGE_BYTES,
             )
+            self.opened.append(self.writer)
             self.current = (split, shard)
             self.files.append(name)
         if table.num_rows:
@@ -186,7 +193,17 @@ class _DataWriter:
     def close(self) -> None:
         if self.writer is not None:
             self.queue.submit(self.writer.close)
-            self.writer = None
+            if self.sink is not None:
+                self.queue.submit(self.sink.close)
+            self.writer, self.sink = None, None
+
+    def abandon(self) -> None:
+        """After a failure, once the queue is closed: release open files, writing nothing more (their folder is removed)."""
+        for item in self.opened:
+            if isinstance(item, pq.ParquetWriter):
+                item.is_open = False  # no footer, also not from __del__
+            elif item is not None:
+                item.close()
 
 
 def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
@@ -208,40 +225,63 @@ class _ReadBatch:
         return pa.Array.from_buffers(pa.binary(), len(self.infos), [None, pa.py_buffer(self.offsets), self.buffer])
 
 
-def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
-    """Read a batch of frames; the bytes stay as they are and are never decoded."""
-    sizes = []
+def _open_all(rows: Sequence[PlannedFrame]) -> list[tuple[int, int] | OSError]:
+    """(descriptor, size) of each frame's file, or why it cannot be opened."""
+    out: list[tuple[int, int] | OSError] = []
     for row in rows:
         try:
-            sizes.append(os.stat(row.frame.image_path).st_size)
-        except OSError:
-            sizes.append(0)  # reported when it is opened below
-    buffer = pa.allocate_buffer(sum(size for size in sizes if size <= MAX_IMAGE_BYTES))
-    view = memoryview(buffer).cast("B")  # Arrow exports signed bytes; compare as unsigned
-    offsets = array("i", [0])
-    infos: list[ImageInfo | None] = []
-    digests: list[str | None] = []
-    for row, size in zip(rows, sizes):
-        start = offsets[-1]
-        try:
-            if size > MAX_IMAGE_BYTES:
-                raise CorruptImage(f"file is over {MAX_IMAGE_BYTES >> 20} MB, far larger than any ultrasound frame")
-            with open(row.frame.image_path, "rb") as fh:
-                got = fh.readinto(view[start : start + size])
-                if got != size or fh.read(1):
-                    raise CorruptImage("file changed while it was being read")
-            info = inspect_image(view[start : start + size], verify=True)
-            infos.append(info)
-            digests.append(info.digest)
-            offsets.append(start + size)
-        except CorruptImage as error:
-            infos.append(None)
-            digests.append(str(error))
-            offsets.append(start)
+            fd = os.open(row.frame.image_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as error:
-            infos.append(None)
-            digests.append(f"cannot read: {error.strerror or error}")
-            offsets.append(start)
+            out.append(error)
+            continue
+        try:
+            out.append((fd, os.fstat(fd).st_size))
+        except OSError as error:
+            os.close(fd)
+            out.append(error)
+    return out
+
+
+def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
+    """Read a batch of frames; the bytes stay as they are and are never decoded.
+
+    Plain descriptors and one readv per file: Python file objects cost more than the copy itself.
+    """
+    opened = _open_all(rows)
+    try:
+        total = sum(item[1] for item in opened if isinstance(item, tuple) and item[1] <= MAX_IMAGE_BYTES)
+        buffer = pa.allocate_buffer(total)
+        view = memoryview(buffer).cast("B")  # Arrow exports signed bytes; compare as unsigned
+        offsets = array("i", [0])
+        infos: list[ImageInfo | None] = []
+        digests: list[str | None] = []
+        beyond = bytearray(1)  # a byte read past the expected end means the file grew
+        for item in opened:
+            start = offsets[-1]
+            try:
+                if isinstance(item, OSError):
+                    raise item
+                fd, size = item
+                if size > MAX_IMAGE_BYTES:
+                    raise CorruptImage(f"file is over {MAX_IMAGE_BYTES >> 20} MB, far larger than any ultrasound frame")
+                if os.readv(fd, [view[start : start + size], beyond]) != size:
+                    raise CorruptImage("file changed while it was being read")
+                info = inspect_image(view[start : start + size], verify=True)
+                infos.append(info)
+                digests.append(info.digest)
+                offsets.append(start + size)
+            except CorruptImage as error:
+                infos.append(None)
+                digests.append(str(error))
+                offsets.append(start)
+            except OSError as error:
+                infos.append(None)
+                digests.append(f"cannot read: {error.strerror or error}")
+                offsets.append(start)
+    finally:
+        for item in opened:
+            if isinstance(item, tuple):
+                os.close(item[0])
     return _ReadBatch(buffer, offsets, infos, digests)
 
 
@@ -426,6 +466,7 @@ def _write(root, source, plan, configs, paper, report, version, progress, frames
         queue.drain()
     except BaseException:
         queue.close(cancel_pending=True)
+        writer.abandon()
         raise
     queue.close()
     if not digests:
