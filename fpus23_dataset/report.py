@@ -59,6 +59,18 @@ class Report:
         if self.counts[code] <= MAX_DETAILS_PER_CODE:
             self.issues.append(Issue(code, str(file), frame, message))
 
+    def merge(self, other: "Report") -> None:
+        """Add what `other` found, as if it had been added here in the same order (same details kept)."""
+        seen: Counter = Counter()
+        for issue in other.issues:
+            seen[issue.code] += 1
+            if self.counts[issue.code] + seen[issue.code] <= MAX_DETAILS_PER_CODE:
+                self.issues.append(issue)
+        self.counts.update(other.counts)
+        for config, reasons in other.excluded.items():
+            self.excluded.setdefault(config, Counter()).update(reasons)
+        self.totals.update(other.totals)
+
     def exclude(self, configs: Iterable[str], reason: str) -> None:
         for config in configs:
             self.excluded.setdefault(config, Counter())[reason] += 1

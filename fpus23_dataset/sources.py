@@ -1,10 +1,13 @@
 """Find what a source folder holds: the FPUS23 archive, the public layout, or plane folders alone."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from . import schema
 from .cvat import Frame, frame_index, make_image_id, read_stream
@@ -137,9 +140,9 @@ def read_source(source: Source, report: Report, check_unannotated: bool = True) 
     whoever reads the bytes (build) or by validate.
     """
     frames: list[Frame] = []
-    for stream in sorted(source.streams):
+    streams = sorted(source.streams)
+    for stream, stream_frames in zip(streams, _read_streams([(s, source.streams[s].xml_files) for s in streams], report)):
         entry = source.streams[stream]
-        stream_frames = read_stream(stream, entry.xml_files, report)
         referenced = set()
         locator = _ImageLocator(entry.image_dirs)
         for frame in stream_frames:
@@ -164,6 +167,42 @@ def read_source(source: Source, report: Report, check_unannotated: bool = True) 
         if not configs_of(frame):
             report.add("unlabelled_frame", frame.image_path or "", frame.image_id, "no usable tag or box")
     return merged
+
+
+PARALLEL_XML_BYTES = 2 << 20  # below this, starting processes costs more than it saves (the 34 shared streams: 8 MB)
+
+
+def _read_one_stream(job: tuple[str, list[Path]]) -> tuple[list[Frame], Report]:
+    found = Report()
+    return read_stream(job[0], job[1], found), found
+
+
+def _read_streams(jobs: list[tuple[str, list[Path]]], report: Report) -> Iterator[list[Frame]]:
+    """Each stream's frames, in order, its problems added to `report` as it comes; parsed in worker
+    processes when it pays.
+
+    Parsing is Python-bound (the GIL rules out threads). Workers are forked, so only from a process
+    that runs no other thread (a fork copies locks held by other threads), and only on Linux-like
+    systems where fork is available.
+    """
+    workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    size = 0
+    for _, files in jobs:
+        for file in files:
+            try:
+                size += os.stat(file).st_size
+            except OSError:
+                pass  # reported when it is read
+    if workers < 2 or size < PARALLEL_XML_BYTES or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return (read_stream(stream, files, report) for stream, files in jobs)
+    return _parallel(jobs, workers, report)
+
+
+def _parallel(jobs: list[tuple[str, list[Path]]], workers: int, report: Report) -> Iterator[list[Frame]]:
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for frames, found in pool.imap(_read_one_stream, jobs):
+            report.merge(found)
+            yield frames
 
 
 def _read_plane_folders(source: Source, report: Report) -> list[Frame]:

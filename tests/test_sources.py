@@ -105,3 +105,37 @@ def test_validate_deep_finds_a_flipped_byte(tmp_path, capsys):
     assert main(["validate", str(tmp_path), "--json", "--deep"]) == 0
     counts = json.loads(capsys.readouterr().out)["counts"]
     assert counts["corrupt_image"]["count"] == 1
+
+
+@pytest.mark.parametrize("which", ["shared", "procedural"])
+def test_parallel_parsing_gives_what_sequential_parsing_gives(which, shared_annotations, procedural_source, monkeypatch):
+    """Worker processes parse the streams; frames and the whole report are those of one process."""
+    from fpus23_dataset import sources
+    from fpus23_dataset.report import MAX_DETAILS_PER_CODE
+
+    source = discover(shared_annotations if which == "shared" else procedural_source)
+    forked = []
+    parallel = sources._parallel
+    monkeypatch.setattr(sources, "_parallel", lambda jobs, workers, report: forked.append(workers) or parallel(jobs, workers, report))
+    monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two workers even on one core
+    monkeypatch.setattr(sources.threading, "active_count", lambda: 1)  # pytest's own threads are idle
+    results = []
+    for threshold in (1 << 60, 0):  # sequential, then forked workers
+        monkeypatch.setattr(sources, "PARALLEL_XML_BYTES", threshold)
+        report = Report()
+        frames = read_source(source, report)
+        results.append(([(f.image_id, f.index, f.labels, f.boxes, f.width, f.height, f.image_path) for f in frames], report.to_dict()))
+    assert forked == [2] and results[0] == results[1]
+    if which == "shared":  # no images here: every frame is reported missing, after being read
+        assert results[0][1]["totals"]["annotated_frames"] == 13_734 and results[0][1]["counts"]["duplicate_tag"]["count"] > 0
+    else:
+        assert len(results[0][0]) > 100
+    # merging keeps the same capped details as adding in order
+    one, parts = Report(), [Report(), Report()]
+    for k in range(MAX_DETAILS_PER_CODE + 50):
+        for target in (one, parts[k * 2 // (MAX_DETAILS_PER_CODE + 50)]):
+            target.add("duplicate_tag", f"f{k}", None, "m")
+    merged = Report()
+    for part in parts:
+        merged.merge(part)
+    assert merged.to_dict() == one.to_dict() and len(merged.issues) == MAX_DETAILS_PER_CODE
