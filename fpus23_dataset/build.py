@@ -73,8 +73,8 @@ def _plan_frames(frames: Sequence[Frame], source: Source, report: Report) -> lis
     return out
 
 
-def _rows_per_shard(rows: Sequence[PlannedFrame], max_bytes: int) -> int:
-    """Shards are cut by row count, from the mean size of a sample of the images."""
+def _frames_per_shard(rows: Sequence[PlannedFrame], max_bytes: int) -> int:
+    """Shards are cut by frame count, from the mean size of a sample of the images."""
     if not rows:
         return 1
     step = max(1, len(rows) // 256)
@@ -329,9 +329,15 @@ def _group_table(schema_: pa.Schema, images: pa.Array, rows: list[tuple[int, str
     """A row group's rows: (position of the frame's image in the batch, config, image path, values).
 
     The image column is a dictionary array over the batch's images, as read: no image is copied
-    before the Parquet writer stores each once.
+    before the Parquet writer stores each once (unless some image has no row: then the others are).
     """
-    indices = pa.array([position for position, _, _, _ in rows], pa.int32())
+    positions = [position for position, _, _, _ in rows]
+    used = sorted(set(positions))
+    if len(used) < len(images):  # an image no row uses (unreadable, or its frame lost every config): not stored
+        images = images.take(pa.array(used, pa.int32()))
+        renumber = {position: k for k, position in enumerate(used)}
+        positions = [renumber[p] for p in positions]
+    indices = pa.array(positions, pa.int32())
     image = pa.StructArray.from_arrays(
         [pa.DictionaryArray.from_arrays(indices, images), pa.array([path for _, _, path, _ in rows], pa.string())],
         fields=list(schema_.field("image").type),
@@ -389,7 +395,7 @@ def build(
     for row in rows:
         if any(config in configs for config in row.configs):
             plan[groups[row.frame.split_group]].append(row)
-    frames_per_shard = _rows_per_shard(rows, max_shard_bytes)
+    frames_per_shard = _frames_per_shard(rows, max_shard_bytes)
     for config in set(report.excluded) - set(configs):
         del report.excluded[config]
 

@@ -71,7 +71,7 @@ def _inspect_png(data: bytes | memoryview) -> ImageInfo:
             if not saw_idat:
                 raise CorruptImage("PNG has no image data (IDAT)")
             digest.update(view[end:])  # bytes after IEND, if any: readers ignore them, the digest does not
-            return replace(info, digest="png-crc:" + digest.hexdigest())
+            return ImageInfo(info.format, info.width, info.height, info.mode, "png-crc:" + digest.hexdigest())
         position = end
 
 

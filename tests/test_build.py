@@ -351,10 +351,16 @@ def test_row_groups_point_into_the_read_buffer_without_copying_images():
         out.update({"objects": []} if config == "bounds" else {"label": 1})
         return out
 
-    rows = [(k, config, f"s/frame_{k}.png", values(k, config)) for k in (0, 2, 5) for config in ("orientation", "bounds")]
-    table = build_module._group_table(stored_arrow_schema(), images, rows)
+    def rows(ks):
+        return [(k, config, f"s/frame_{k}.png", values(k, config)) for k in ks for config in ("orientation", "bounds")]
+
+    table = build_module._group_table(stored_arrow_schema(), images, rows(range(6)))
     column = table.column("image").chunk(0).field("bytes")
-    assert column.dictionary.buffers()[2].address == images.buffers()[2].address
-    assert column.indices.to_pylist() == [0, 0, 2, 2, 5, 5]
+    assert column.dictionary.buffers()[2].address == images.buffers()[2].address  # the read buffer itself
+    assert column.indices.to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert table.column("label").to_pylist() == [1, None] * 6 and table.column("objects").to_pylist() == [None, []] * 6
+    # images no row uses (frames dropped after the read) are left out of the stored dictionary
+    table = build_module._group_table(stored_arrow_schema(), images, rows((0, 2, 5)))
+    column = table.column("image").chunk(0).field("bytes")
+    assert column.dictionary.to_pylist() == [frames[k] for k in (0, 2, 5)]
     assert [r["bytes"] for r in table.column("image").to_pylist()] == [frames[k] for k in (0, 0, 2, 2, 5, 5)]
-    assert table.column("label").to_pylist() == [1, None] * 3 and table.column("objects").to_pylist() == [None, []] * 3
