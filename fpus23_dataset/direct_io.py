@@ -2,9 +2,10 @@
 
 A build writes its Parquet files once and does not read them back. Through the page cache, each
 written page is fresh memory the kernel must find (on a VM, memory the host may have to back first),
-and the written data evicts the user's cached files. With O_DIRECT the bytes go from one 8 MB
-buffer, reused for the whole file, straight to the disk. Where the filesystem refuses O_DIRECT
-(tmpfs, some network and FUSE filesystems), the file is written through the page cache as usual.
+and the written data evicts the user's cached files. With O_DIRECT the bytes go from two 8 MB
+buffers, reused for the whole file, straight to the disk: one is written out by a background thread
+while the caller fills the other. Where the filesystem refuses O_DIRECT (some network and FUSE
+filesystems), the file is written through the page cache as usual.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import errno
 import fcntl
 import mmap
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 BLOCK = 4096  # O_DIRECT wants offsets, lengths and the buffer address aligned (512 B suffices on most disks)
@@ -34,8 +36,12 @@ class DirectFile:
                 raise
             self._fd = os.open(path, flags)
             self.direct = False
-        self._buffer = mmap.mmap(-1, chunk)  # page-aligned
-        self._view = memoryview(self._buffer)
+        self._buffers = [mmap.mmap(-1, chunk) for _ in range(2)]  # page-aligned
+        self._views = [memoryview(b) for b in self._buffers]
+        self._current = 0
+        self._view = self._views[0]
+        self._pending: list[Future | None] = [None, None]  # the background write of each buffer
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="direct-io")
         self._chunk = chunk
         self._filled = 0
         self._written = 0
@@ -51,12 +57,24 @@ class DirectFile:
             self._filled += take
             start += take
             if self._filled == self._chunk:
-                self._flush_buffer(self._chunk)
+                self._hand_over()
         self._written += size
         return size
 
-    def _flush_buffer(self, length: int) -> None:
-        view = self._view[:length]
+    def _hand_over(self) -> None:
+        """Write the full buffer in the background and go on filling the other one."""
+        self._pending[self._current] = self._flusher.submit(self._write_out, self._view)
+        self._current = 1 - self._current
+        self._view = self._views[self._current]
+        self._filled = 0
+        self._wait(self._current)
+
+    def _wait(self, which: int) -> None:
+        future, self._pending[which] = self._pending[which], None
+        if future is not None:
+            future.result()  # re-raises a failed write
+
+    def _write_out(self, view: memoryview) -> None:
         while len(view):
             try:
                 done = os.write(self._fd, view)
@@ -66,7 +84,6 @@ class DirectFile:
                 self._stop_direct()  # opened with O_DIRECT but the filesystem refuses the writes
                 continue
             view = view[done:]
-        self._filled = 0
 
     def _stop_direct(self) -> None:
         fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~O_DIRECT)
@@ -85,19 +102,22 @@ class DirectFile:
         if self.closed:
             return
         try:
+            self._wait(1 - self._current)
             if self._filled:
                 if self.direct:
                     padded = -(-self._filled // BLOCK) * BLOCK
                     self._view[self._filled : padded] = bytes(padded - self._filled)
-                    self._flush_buffer(padded)
+                    self._write_out(self._view[:padded])
                     os.ftruncate(self._fd, self._written)
                 else:
-                    self._flush_buffer(self._filled)
+                    self._write_out(self._view[: self._filled])
         finally:
+            self._flusher.shutdown(wait=True)
             os.close(self._fd)
             self.closed = True
-            self._view.release()
-            self._buffer.close()
+            for view, buffer in zip(self._views, self._buffers):
+                view.release()
+                buffer.close()
 
     def __enter__(self) -> "DirectFile":
         return self

@@ -72,3 +72,21 @@ def test_it_never_replaces_a_file(tmp_path):
     with pytest.raises(FileExistsError):
         DirectFile(tmp_path / "f.bin")
     assert (tmp_path / "f.bin").read_bytes() == b"keep"
+
+
+def test_a_failed_background_write_reaches_the_caller(tmp_path, monkeypatch):
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(direct_io.os, "write", full)
+    sink = DirectFile(tmp_path / "f.bin", chunk=BLOCK)
+    with pytest.raises(OSError, match="No space"):
+        for _ in range(4):
+            sink.write(bytes(BLOCK))
+        sink.close()
+    try:
+        sink.close()  # may report the other buffer's failed write too; the descriptor is released either way
+    except OSError:
+        pass
+    assert sink.closed
+    sink.close()
