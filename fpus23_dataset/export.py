@@ -28,7 +28,7 @@ def export_coco(path: Path | str, out: Path | str, config: str = "bounds", progr
     try:
         categories = [{"id": i + 1, "name": name, "supercategory": "fetus"} for i, name in enumerate(schema.BOX_CATEGORIES)]
         columns = ["image", "image_id", "stream", "frame", "width", "height", "objects"]
-        for split, files in shard_files(path).items():
+        for split, files in shard_files(path, config).items():
             images, annotations = [], []
             total = config_rows(files, config)
             if not total:

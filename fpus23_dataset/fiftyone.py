@@ -40,7 +40,7 @@ def _read_build(path: Path, configs: Iterable[str], images_dir: Path, progress: 
         classes = schema.class_names(config)
         columns = ["image_id", "stream", "frame", "probe", "width", "height", "paper_split", "image"]
         columns += ["objects"] if config == "bounds" else ["label"]
-        for split, files in shard_files(path).items():
+        for split, files in shard_files(path, config).items():
             bar = tqdm(total=config_rows(files, config), desc=f"{config}/{split}", unit="frame", disable=not progress, leave=False)
             for batch in iter_batches(files, config, columns):
                 for row in batch.to_pylist():

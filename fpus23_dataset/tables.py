@@ -18,11 +18,18 @@ from . import schema
 from .features import CONFIG_COLUMN, DATA_DIR
 
 
-def shard_files(path: Path | str) -> dict[str, list[Path]]:
-    """split -> its shard files (shared by all configs), in order."""
-    folder = Path(path) / DATA_DIR
+def shard_files(path: Path | str, config: str) -> dict[str, list[Path]]:
+    """split -> the shard files holding `config`'s rows, in order.
+
+    Builds by fpus23 0.1 kept a folder of files per config (`<config>/<split>-*.parquet`, no
+    `config` column); they are read as they are, so `diff`, `stats` and `export` span both layouts.
+    """
+    root = Path(path)
+    folder = root / DATA_DIR
     if not folder.is_dir():
-        raise FileNotFoundError(f"{path}: not an fpus23 build (no {DATA_DIR}/ folder); run `fpus23 build --out {path}`")
+        folder = root / config
+        if not folder.is_dir() and not any((root / c).is_dir() for c in schema.CONFIGS):
+            raise FileNotFoundError(f"{path}: not an fpus23 build (no {DATA_DIR}/ folder); run `fpus23 build --out {path}`")
     out: dict[str, list[Path]] = {}
     for file in sorted(folder.glob("*.parquet")):
         out.setdefault(file.name.split("-")[0], []).append(file)
@@ -31,17 +38,23 @@ def shard_files(path: Path | str) -> dict[str, list[Path]]:
 
 def config_rows(files: list[Path], config: str) -> int:
     """How many rows of `config` the files hold (reads only the config column)."""
-    return sum(
-        pc.sum(pc.equal(pq.read_table(f, columns=[CONFIG_COLUMN])[CONFIG_COLUMN], config)).as_py() or 0
-        for f in files
-    )
+    total = 0
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        if CONFIG_COLUMN not in parquet.schema_arrow.names:  # a file of one config (0.1 layout)
+            total += parquet.metadata.num_rows
+        else:
+            total += pc.sum(pc.equal(parquet.read(columns=[CONFIG_COLUMN])[CONFIG_COLUMN], config)).as_py() or 0
+    return total
 
 
 def iter_batches(files: list[Path], config: str, columns: list[str], batch_size: int = 64) -> Iterator[pa.RecordBatch]:
     """A config's rows from some shard files, in stored order, `batch_size` at most at a time."""
     schema.class_names(config)  # validates the config name
     dataset = ds.dataset([str(f) for f in files], format="parquet")
-    scanner = dataset.scanner(columns=columns, filter=ds.field(CONFIG_COLUMN) == config, batch_size=batch_size, use_threads=False)
+    shared = CONFIG_COLUMN in dataset.schema.names
+    scanner = dataset.scanner(columns=columns, filter=ds.field(CONFIG_COLUMN) == config if shared else None,
+                              batch_size=batch_size, use_threads=False)
     for batch in scanner.to_batches():
         if batch.num_rows:
             yield batch
@@ -52,7 +65,7 @@ def read_labels(path: Path | str, config: str) -> dict[str, dict]:
     columns = ["image_id", "stream", "frame", "paper_split", "width", "height"] + (["objects"] if config == "bounds" else ["label"])
     rows: dict[str, dict] = {}
     classes = schema.class_names(config)
-    for split, files in shard_files(path).items():
+    for split, files in shard_files(path, config).items():
         for batch in iter_batches(files, config, columns, batch_size=4096):
             for record in batch.to_pylist():
                 record["split"] = split

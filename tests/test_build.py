@@ -198,7 +198,7 @@ def test_builder_accepts_any_png_mode_and_reports_bad_input(tmp_path):
     card = (out / "README.md").read_text()
     assert "`corrupt_image` | 1" in card and "version 0.0.1" in card
     stored = {}
-    for files in shard_files(out).values():
+    for files in shard_files(out, "orientation").values():
         for batch in iter_batches(files, "orientation", ["image_id", "image"]):
             for record in batch.to_pylist():
                 stored[record["image_id"]] = Image.open(io.BytesIO(record["image"]["bytes"])).mode
@@ -307,7 +307,7 @@ def test_a_subset_of_configs_gives_the_same_rows_as_the_full_build(procedural_so
     out = tmp_path / "bounds-only"
     assert main(["build", str(procedural_source), "--out", str(out), "--version", "1.2.3", "--configs", "bounds", "--quiet"]) == 0
     assert read_labels(out, "bounds") == read_labels(procedural_build, "bounds")  # same splits and object ids
-    subset_files, full_files = shard_files(out), shard_files(procedural_build)
+    subset_files, full_files = shard_files(out, "bounds"), shard_files(procedural_build, "bounds")
     for split, files in subset_files.items():
         stored = pq.read_table(files, columns=["config"]).column("config").unique().to_pylist()
         assert stored == ["bounds"]
@@ -364,3 +364,30 @@ def test_row_groups_point_into_the_read_buffer_without_copying_images():
     column = table.column("image").chunk(0).field("bytes")
     assert column.dictionary.to_pylist() == [frames[k] for k in (0, 2, 5)]
     assert [r["bytes"] for r in table.column("image").to_pylist()] == [frames[k] for k in (0, 0, 2, 2, 5, 5)]
+
+
+def test_builds_in_the_earlier_layout_still_diff_and_count(procedural_build, tmp_path):
+    """fpus23 0.1 wrote a folder per config (`<config>/<split>-*.parquet`, no config column)."""
+    import pyarrow as pa
+
+    from fpus23_dataset.diff import diff_builds
+    from fpus23_dataset.features import arrow_schema, config_columns
+    from fpus23_dataset.tables import class_counts
+
+    legacy = tmp_path / "legacy"
+    for config in schema.CONFIGS:
+        for split, files in shard_files(procedural_build, config).items():
+            batches = list(iter_batches(files, config, config_columns(config)))
+            if not batches:
+                continue
+            table = pa.Table.from_batches(batches).cast(arrow_schema(config))  # image bytes decoded to plain binary
+            (legacy / config).mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, legacy / config / f"{split}-00000-of-00001.parquet")
+    (legacy / "README.md").write_text("legacy")
+    assert class_counts(legacy) == class_counts(procedural_build)
+    changes = diff_builds(legacy, procedural_build)
+    assert all(not kinds[k] for kinds in changes.values() for k in kinds)
+    assert main(["export", str(legacy), str(tmp_path / "coco"), "--config", "bounds", "--format", "coco"]) == 0
+    with pytest.raises(FileNotFoundError, match="not an fpus23 build"):
+        class_counts(tmp_path / "nothing")
+    assert main(["stats", str(tmp_path / "nothing")]) == 1
