@@ -294,7 +294,7 @@ def test_stats_cli(procedural_build, capsys, tmp_path):
 
 
 def test_the_builder_does_not_import_datasets():
-    """`datasets` (with pandas) costs about a second to import, a sixth of a full build; the builder needs neither."""
+    """`datasets` (with pandas) costs about a second to import, a quarter of a full 34-stream build; the builder needs neither."""
     import subprocess
     import sys
 
