@@ -2,15 +2,16 @@
 
 Two passes. The first reads every export, clips boxes to the size each export states, and decides
 config membership and both split protocols. The second streams image bytes split by split, in batches
-of READ_BATCH frames read straight into one Arrow buffer, checks each PNG chunk's CRC there, and
-writes each batch as one row group: a row per frame and config, the image column a dictionary over
-the buffer, so Parquet stores each image once and all rows of its frame point to it. The bytes are
-copied only into the Parquet files, never decoded. The build happens in a temporary folder renamed
-into place only when complete.
+of READ_BATCH frames read into one reused buffer, checks each PNG chunk's CRC there, and writes each
+batch as one row group: a row per frame and config, the image column a Parquet dictionary, so each
+image is stored once and all rows of its frame point to it. The images go from the read buffer into
+the file (see `parquet_images`), never decoded. The build happens in a temporary folder renamed into
+place only when complete.
 """
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import json
 import math
@@ -19,13 +20,14 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter, defaultdict, deque
+from contextlib import contextmanager
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import __version__, schema
@@ -35,17 +37,19 @@ from .cvat import Frame
 from .features import CONFIG_COLUMN, DATA_DIR, stored_arrow_schema
 from .direct_io import DirectFile
 from .images import CorruptImage, ImageInfo, inspect_image
+from .parquet_images import ImageParquetWriter
 from .report import Report
+from .row_group import RowGroupRows
 from .sources import Source, configs_of, discover, read_source
 from .validate import fit_to_image, relative
 from .splits import paper_split, stream_split
 
 DATA_PAGE_BYTES = 1 << 20
 MAX_SHARD_BYTES = 500 * 1024 * 1024
-READ_BATCH = 64  # frames per read task and per row group: one Arrow buffer, stored once
-READ_THREADS = 2
-READ_AHEAD = 4  # read tasks in flight: at most ~4 x 64 images in memory
-MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and its int32 offsets); FPUS23 frames are ~0.1 MB
+READ_BATCH = 256  # frames per read task and per row group: one Arrow buffer, stored once
+READ_THREADS = 1
+READ_AHEAD = 4  # read tasks in flight: with the writes queued, at most ~14 x 64 images in memory
+MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and a row group's dictionary page); FPUS23 frames are ~0.1 MB
 WRITES_IN_FLIGHT = 8  # row groups queued for the writer thread
 DIRECT_IO = True  # Parquet files written with O_DIRECT (see direct_io); False: through the page cache
 BUILD_MARKER = "build_report.json"
@@ -131,8 +135,8 @@ def _fingerprint(source: Source, image_digests: dict[str, str]) -> str:
 class _WriteQueue:
     """One writer thread: writes run in order; a bounded number wait at once.
 
-    pyarrow releases the GIL while it encodes and writes, so the writes overlap the reads (two
-    threads) and the main thread preparing the next row group.
+    pyarrow releases the GIL while it encodes, and the disk writes run in `DirectFile`'s own thread,
+    so the writes overlap the reads (two threads) and the main thread preparing the next row group.
     """
 
     def __init__(self, in_flight: int = WRITES_IN_FLIGHT):
@@ -165,44 +169,47 @@ class _DataWriter:
         self.root, self.queue = root, queue
         self.schema = stored_arrow_schema()
         self.current: tuple[str, int] | None = None
-        self.writer: pq.ParquetWriter | None = None
-        self.sink: DirectFile | None = None
+        self.writer: ImageParquetWriter | None = None
+        self.sink = None
         self.opened: list = []  # every writer and sink, for `abandon`
         self.files: list[str] = []
 
-    def write(self, split: str, shard: int, shards: int, table: pa.Table) -> None:
+    def open(self, split: str, shard: int, shards: int) -> ImageParquetWriter:
+        """The writer of shard `shard` of `split`, opening its file (and closing the previous one) if new."""
         if self.current != (split, shard):
             self.close()
             name = f"{DATA_DIR}/{split}-{shard:05d}-of-{shards:05d}.parquet"
             (self.root / DATA_DIR).mkdir(exist_ok=True)
-            # PNG bytes are already compressed; the other columns are a few bytes a row. The image
-            # dictionary page holds a whole row group's images, hence its limit (64 x 16 MB at most).
-            self.sink = DirectFile(self.root / name) if DIRECT_IO else None
+            self.sink = DirectFile(self.root / name) if DIRECT_IO else open(self.root / name, "xb")
             self.opened.append(self.sink)
-            self.writer = pq.ParquetWriter(
-                self.sink or self.root / name, self.schema, compression="NONE", write_statistics=False,
+            # PNG bytes are already compressed; the other columns are a few bytes a row. The image
+            # dictionary page holds a whole row group's images (64 x 16 MB at most).
+            self.writer = ImageParquetWriter(
+                self.sink, self.schema, compression="NONE",
                 use_dictionary=[CONFIG_COLUMN, "image.bytes", "image.path", "image_id", "stream", "paper_split"],
                 dictionary_pagesize_limit=1 << 30, data_page_size=DATA_PAGE_BYTES,
             )
             self.opened.append(self.writer)
             self.current = (split, shard)
             self.files.append(name)
-        if table.num_rows:
-            self.queue.submit(self.writer.write_table, table, row_group_size=table.num_rows)
+        return self.writer
+
+    def write(self, table: pa.Table, images: list, indices: list[int], release: Callable[[], None]) -> None:
+        """A row group into the open shard; `release` once its images are in the file."""
+        self.queue.submit(self.writer.write_row_group, table, images, indices, release)
 
     def close(self) -> None:
         if self.writer is not None:
             self.queue.submit(self.writer.close)
-            if self.sink is not None:
-                self.queue.submit(self.sink.close)
+            self.queue.submit(self.sink.close)
             self.writer, self.sink = None, None
 
     def abandon(self) -> None:
         """After a failure, once the queue is closed: release open files, writing nothing more (their folder is removed)."""
         for item in self.opened:
-            if isinstance(item, pq.ParquetWriter):
-                item.is_open = False  # no footer, also not from __del__
-            elif item is not None:
+            if isinstance(item, ImageParquetWriter):
+                item.abandon()  # no footer, also not from __del__
+            else:
                 item.close()
 
 
@@ -213,16 +220,44 @@ def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
 
 
 @dataclass
-class _ReadBatch:
-    """Images of consecutive frames read into one Arrow buffer, each checked where it lies."""
+class _BufferPool:
+    """Read buffers, reused from batch to batch once their images are in the file.
 
-    buffer: pa.Buffer
-    offsets: array  # int32, len(frames) + 1; an unreadable frame takes no bytes
+    Memory a process touches for the first time costs far more than a copy on a VM whose host backs
+    guest memory lazily (here about 0.4 GB/s against 10 GB/s for memory already touched): a fresh
+    buffer per batch made faulting pages in a large part of the build. About 14 buffers are in use
+    at once (read-ahead, the batch being prepared, queued writes).
+    """
+
+    def __init__(self) -> None:
+        self.free: list[bytearray] = []
+        self.lock = threading.Lock()
+
+    def take(self, size: int) -> bytearray:
+        with self.lock:
+            if self.free:
+                buffer = max(self.free, key=len)
+                self.free.remove(buffer)
+                if len(buffer) >= size:
+                    return buffer
+        return bytearray(size + size // 4)  # headroom: the next batch may be a little larger
+
+    def give_back(self, buffer: bytearray) -> None:
+        with self.lock:
+            self.free.append(buffer)
+
+
+@dataclass
+class _ReadBatch:
+    """Images of consecutive frames read into one buffer, each checked where it lies."""
+
+    buffer: bytearray
+    offsets: array  # len(frames) + 1; an unreadable frame takes no bytes
     infos: list[ImageInfo | None]
     digests: list[str | None]  # the image's content digest, or the problem when info is None
 
-    def images(self) -> pa.Array:
-        return pa.Array.from_buffers(pa.binary(), len(self.infos), [None, pa.py_buffer(self.offsets), self.buffer])
+    def image(self, position: int) -> memoryview:
+        return memoryview(self.buffer)[self.offsets[position] : self.offsets[position + 1]]
 
 
 def _open_all(rows: Sequence[PlannedFrame]) -> list[tuple[int, int] | OSError]:
@@ -242,7 +277,7 @@ def _open_all(rows: Sequence[PlannedFrame]) -> list[tuple[int, int] | OSError]:
     return out
 
 
-def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
+def _read_batch(rows: Sequence[PlannedFrame], pool: _BufferPool) -> _ReadBatch:
     """Read a batch of frames; the bytes stay as they are and are never decoded.
 
     Plain descriptors and one readv per file: Python file objects cost more than the copy itself.
@@ -250,9 +285,9 @@ def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
     opened = _open_all(rows)
     try:
         total = sum(item[1] for item in opened if isinstance(item, tuple) and item[1] <= MAX_IMAGE_BYTES)
-        buffer = pa.allocate_buffer(total)
-        view = memoryview(buffer).cast("B")  # Arrow exports signed bytes; compare as unsigned
-        offsets = array("i", [0])
+        buffer = pool.take(total)
+        view = memoryview(buffer)
+        offsets = array("q", [0])
         infos: list[ImageInfo | None] = []
         digests: list[str | None] = []
         beyond = bytearray(1)  # a byte read past the expected end means the file grew
@@ -285,6 +320,21 @@ def _read_batch(rows: Sequence[PlannedFrame]) -> _ReadBatch:
     return _ReadBatch(buffer, offsets, infos, digests)
 
 
+def _identical_images(batch: _ReadBatch, positions: Sequence[int]) -> dict[int, int]:
+    """Position of each image -> position of the first identical image in the batch (itself if none).
+
+    A Parquet dictionary holds distinct values: pyarrow's reader rebuilds it through a hash table,
+    so a repeated value would shift every later index (a still probe gives identical frames). Equal
+    content digests are confirmed byte for byte before two images are taken as one.
+    """
+    first: dict[str | None, int] = {}
+    out = {}
+    for position in sorted(set(positions)):
+        earlier = first.setdefault(batch.digests[position], position)
+        out[position] = earlier if earlier == position or batch.image(earlier) == batch.image(position) else position
+    return out
+
+
 def _batches(rows: Sequence[PlannedFrame], size: int) -> list[Sequence[PlannedFrame]]:
     return [rows[k : k + size] for k in range(0, len(rows), size)]
 
@@ -296,56 +346,6 @@ def _check_size(row: PlannedFrame, info: ImageInfo, root: Path, report: Report) 
         return row.configs
     fit_to_image(frame, info.width, info.height, relative(frame.image_path, root), report)
     return [c for c in row.configs if c in configs_of(frame)]
-
-
-def _row_values(frame: Frame, config: str, paper: str, next_object_id: Callable[[], int]) -> dict:
-    """A row's columns other than the image."""
-    probe = frame.labels.get("probe")
-    out = {
-        "image_id": frame.image_id,
-        "stream": frame.stream,
-        "frame": frame.index,
-        "probe": schema.PROBE.classes.index(probe) if probe is not None else None,
-        "width": frame.width,
-        "height": frame.height,
-        "paper_split": paper,
-    }
-    if config == "bounds":
-        out["objects"] = [
-            {
-                "id": next_object_id(),
-                "bbox": [round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2)],
-                "category": schema.BOX_CATEGORIES.index(b.category),
-                "area": round(b.area, 2),
-            }
-            for b in frame.boxes
-        ]
-    else:
-        out["label"] = schema.class_names(config).index(frame.labels[config])
-    return out
-
-
-def _group_table(schema_: pa.Schema, images: pa.Array, rows: list[tuple[int, str, str, dict]]) -> pa.Table:
-    """A row group's rows: (position of the frame's image in the batch, config, image path, values).
-
-    The image column is a dictionary array over the batch's images, as read: no image is copied
-    before the Parquet writer stores each once (unless some image has no row: then the others are).
-    """
-    positions = [position for position, _, _, _ in rows]
-    used = sorted(set(positions))
-    if len(used) < len(images):  # an image no row uses (unreadable, or its frame lost every config): not stored
-        images = images.take(pa.array(used, pa.int32()))
-        renumber = {position: k for k, position in enumerate(used)}
-        positions = [renumber[p] for p in positions]
-    indices = pa.array(positions, pa.int32())
-    image = pa.StructArray.from_arrays(
-        [pa.DictionaryArray.from_arrays(indices, images), pa.array([path for _, _, path, _ in rows], pa.string())],
-        fields=list(schema_.field("image").type),
-    )
-    columns = [pa.array([config for _, config, _, _ in rows], pa.string()), image]
-    for column in list(schema_)[2:]:
-        columns.append(pa.array([values.get(column.name) for _, _, _, values in rows], type=column.type))
-    return pa.Table.from_arrays(columns, schema=schema_)
 
 
 def build(
@@ -378,6 +378,25 @@ def build(
             render_procedural(rendered, seed=seed, progress=progress)
             return build(rendered, out, version, seed=seed, progress=progress, max_shard_bytes=max_shard_bytes, configs=configs)
 
+    with _without_cyclic_gc():
+        return _build(source_path, out, version, seed, progress, max_shard_bytes, configs)
+
+
+@contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """The build makes a few hundred thousand long-lived objects (frames, boxes, rows) and no cycles;
+    the cyclic collector, triggered by the allocations, kept re-scanning them: a tenth of the build."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(source_path, out: Path, version: str, seed: int, progress: bool, max_shard_bytes: int,
+           configs: Sequence[str]) -> BuildResult:
     source = discover(source_path)
     report = Report()
     rows = _plan_frames(read_source(source, report), source, report)
@@ -437,16 +456,18 @@ def _write(root, source, plan, configs, paper, report, version, progress, frames
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     image_bytes: Counter = Counter()  # (config, split) -> bytes of its rows' images
     digests: dict[str, str] = {}
-    object_ids = iter(range(1, 1 << 62))
+    next_object_id = iter(range(1, 1 << 62)).__next__
     work = _row_groups(plan, frames_per_shard)
     frames = [row for group in work for row in group.frames]
+    buffers = _BufferPool()
     try:
         with ThreadPoolExecutor(READ_THREADS) as pool, tqdm(
             total=len(frames), desc="build", unit="frame", disable=not progress, mininterval=0.5
         ) as bar:
             # Bounded read-ahead: a few batches of images in memory at once.
-            for group, batch in zip(work, _bounded_map(pool, _read_batch, [g.frames for g in work], READ_AHEAD)):
-                rows: list[tuple[int, str, str, dict]] = []
+            reads = _bounded_map(pool, lambda rows: _read_batch(rows, buffers), [g.frames for g in work], READ_AHEAD)
+            for group, batch in zip(work, reads):
+                rows = RowGroupRows()
                 for position, (row, info) in enumerate(zip(group.frames, batch.infos)):
                     frame = row.frame
                     if info is None:
@@ -458,15 +479,20 @@ def _write(root, source, plan, configs, paper, report, version, progress, frames
                     for config in _check_size(row, info, source.root, report):
                         if config not in configs:
                             continue
-                        values = _row_values(frame, config, paper[config][frame.image_id], lambda: next(object_ids))
-                        rows.append((position, config, f"{frame.stream}/{frame.name}", values))
+                        rows.add(position, frame, config, paper[config][frame.image_id], next_object_id)
                         image_bytes[(config, group.split)] += size
                         if config == "bounds":
                             counts[config][group.split]["__rows__"] += 1
                             counts[config][group.split].update(b.category for b in frame.boxes)
                         else:
                             counts[config][group.split][frame.labels[config]] += 1
-                writer.write(group.split, group.shard, group.shards, _group_table(writer.schema, batch.images(), rows))
+                shard_writer = writer.open(group.split, group.shard, group.shards)
+                if rows:
+                    table, stored, indices = rows.table(writer.schema, shard_writer.stand_ins, _identical_images(batch, rows.positions))
+                    release = lambda buffer=batch.buffer: buffers.give_back(buffer)  # noqa: E731
+                    writer.write(table, [batch.image(p) for p in stored], indices, release)
+                else:
+                    buffers.give_back(batch.buffer)
                 bar.update(len(group.frames))
         writer.close()
         queue.drain()

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import zlib
 from dataclasses import dataclass, replace
+
+try:  # the same CRC-32 as zlib's, three times as fast here (SIMD); a build checks every byte of every PNG
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; zlib gives the same values
+    from zlib import crc32
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
@@ -59,7 +63,7 @@ def _inspect_png(data: bytes | memoryview) -> ImageInfo:
         if end > size:
             raise CorruptImage(f"truncated PNG (chunk {kind!r} runs past the end of the file)")
         crc = struct.unpack_from(">I", data, end - 4)[0]
-        if zlib.crc32(view[position + 4 : end - 4]) != crc:
+        if crc32(view[position + 4 : end - 4]) != crc:
             raise CorruptImage(f"PNG chunk {kind.decode('latin-1')!r} fails its CRC check")
         digest.update(data[position : position + 8])  # length and type, which the CRC leaves out
         digest.update(data[end - 4 : end])

@@ -337,33 +337,35 @@ def test_an_oversized_image_file_is_reported_not_read(tmp_path, monkeypatch):
     assert sorted(read_labels(tmp_path / "out", "orientation")) == ["stream_a/frame_000000"]
 
 
-def test_row_groups_point_into_the_read_buffer_without_copying_images():
-    """A row group's image column is a dictionary over the batch's images as read: no copy per row."""
+def test_row_group_rows_store_each_used_image_once_with_its_rows_pointing_to_it():
+    """Rows of a row group, column by column: images no row uses (frames dropped after the read) are not stored."""
     import pyarrow as pa
 
+    from fpus23_dataset.cvat import Box, Frame
     from fpus23_dataset.features import stored_arrow_schema
+    from fpus23_dataset.row_group import RowGroupRows
 
-    frames = [bytes([k]) * 10 for k in range(6)]
-    images = pa.array(frames, pa.binary())
+    def frame(k):
+        return Frame("s", f"frame_{k}.png", k, width=672, height=389, labels={"orientation": "huvb", "probe": "v"},
+                     boxes=[Box("legs", 1.004, 2.0, 3.0, 4.0)] if k % 2 else [])
 
-    def values(k, config):
-        out = {"image_id": f"s/frame_{k}", "stream": "s", "frame": k, "probe": None, "width": 1, "height": 1, "paper_split": "train"}
-        out.update({"objects": []} if config == "bounds" else {"label": 1})
-        return out
-
-    def rows(ks):
-        return [(k, config, f"s/frame_{k}.png", values(k, config)) for k in ks for config in ("orientation", "bounds")]
-
-    table = build_module._group_table(stored_arrow_schema(), images, rows(range(6)))
-    column = table.column("image").chunk(0).field("bytes")
-    assert column.dictionary.buffers()[2].address == images.buffers()[2].address  # the read buffer itself
-    assert column.indices.to_pylist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
-    assert table.column("label").to_pylist() == [1, None] * 6 and table.column("objects").to_pylist() == [None, []] * 6
-    # images no row uses (frames dropped after the read) are left out of the stored dictionary
-    table = build_module._group_table(stored_arrow_schema(), images, rows((0, 2, 5)))
-    column = table.column("image").chunk(0).field("bytes")
-    assert column.dictionary.to_pylist() == [frames[k] for k in (0, 2, 5)]
-    assert [r["bytes"] for r in table.column("image").to_pylist()] == [frames[k] for k in (0, 0, 2, 2, 5, 5)]
+    rows = RowGroupRows()
+    ids = iter(range(7, 100)).__next__
+    for position in (0, 2, 5):
+        rows.add(position, frame(position), "orientation", "train", ids)
+        if position % 2:
+            rows.add(position, frame(position), "bounds", "test", ids)
+    stand_ins = []
+    table, stored, indices = rows.table(stored_arrow_schema(), lambda n: stand_ins.append(n) or pa.array([b"x%d" % k for k in range(n)]))
+    assert stored == [0, 2, 5] and stand_ins == [3]
+    assert indices == [0, 1, 2, 2] == table.column("image").chunk(0).field("bytes").indices.to_pylist()
+    assert table.column("config").to_pylist() == ["orientation", "orientation", "orientation", "bounds"]
+    assert table.column("label").to_pylist() == [schema.ORIENTATION.classes.index("huvb")] * 3 + [None]
+    assert table.column("probe").to_pylist() == [schema.PROBE.classes.index("v")] * 4
+    assert table.column("objects").to_pylist() == [None, None, None, [
+        {"id": 7, "bbox": [1.0, 2.0, 3.0, 4.0], "category": schema.BOX_CATEGORIES.index("legs"), "area": 12.0}]]
+    assert [r["path"] for r in table.column("image").to_pylist()] == ["s/frame_0.png", "s/frame_2.png", "s/frame_5.png", "s/frame_5.png"]
+    assert table.schema == stored_arrow_schema()
 
 
 def test_builds_in_the_earlier_layout_still_diff_and_count(procedural_build, tmp_path):
