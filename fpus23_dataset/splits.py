@@ -46,6 +46,7 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     possible_cells = {cell for cell, count in holders.items() if count >= len(ratios)}
     splits = list(ratios)
     total = sum(sizes.values())
+    useful = {g: cells[g] & possible_cells for g in groups}  # what a stream can bring a split that lacks it
     rng = np.random.default_rng(stable_seed("stream-split", seed))
     best: tuple | None = None
     best_assignment: dict[str, str] = {}
@@ -61,12 +62,17 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
             target, cap = ratios[split] * total, ratios[split] * total * MAX_OVERSHOOT
             covered: set = set()
             while True:
-                free = [g for g in order if g not in assignment and filled[split] + sizes[g] <= max(cap, sizes[g] if not filled[split] else 0)]
+                # An empty split takes any stream; then only what fits under the cap.
+                base = filled[split]
+                free = [g for g in order if g not in assignment and (not base or base + sizes[g] <= cap)]
                 if not free:
                     break
-                # Prefer streams that bring classes this split lacks; then plain filling up to the target.
-                gains = [(len((cells[g] - covered) & possible_cells), g) for g in free]
-                gain, pick = max(gains, key=lambda item: item[0])
+                # Prefer streams that bring classes this split lacks (the first of the best); then plain filling up to the target.
+                gain, pick = -1, free[0]
+                for g in free:
+                    brings = len(useful[g] - covered)
+                    if brings > gain:
+                        gain, pick = brings, g
                 if gain == 0:
                     if filled[split] >= target * 0.9:
                         break
