@@ -1,8 +1,8 @@
 """Hugging Face features of each config, declared once, in the form `datasets` serialises them.
 
 All configs are stored in one table (`data/<split>-*.parquet`, one row per frame and config, a
-`config` column naming the row's config): each image is stored once per row group, as a Parquet
-dictionary value that the rows of its frame share. Each config is a view of that table — its
+`config` column naming the row's config): each image is stored once per row group, as a value of
+the Parquet dictionary page of `image.bytes` that the rows of its frame share. Each config is a view of that table — its
 columns, its rows (`config == name`) and its own features (ClassLabel names) — declared in the card.
 
 The builder derives the Arrow schema and the card's YAML from this declaration without importing
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 _ARROW_VALUES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64()}
 IMAGE_ARROW_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-# Stored: the bytes dictionary-encoded, so the rows of one frame (one per config) share one copy.
-STORED_IMAGE_ARROW_TYPE = pa.struct([("bytes", pa.dictionary(pa.int32(), pa.binary())), ("path", pa.string())])
 CONFIG_COLUMN = "config"
 DATA_DIR = "data"  # data/<split>-0000k-of-0000n.parquet
 
@@ -89,7 +87,9 @@ def stored_arrow_schema() -> pa.Schema:
     """The Parquet schema of the stored table, with the `huggingface` metadata `datasets` reads back."""
     declared = stored_feature_dict()
     metadata = {"huggingface": json.dumps({"info": {"features": declared}})}
-    fields = [(name, STORED_IMAGE_ARROW_TYPE if name == "image" else _arrow_type(spec)) for name, spec in declared.items()]
+    # image.bytes is plain binary to Arrow (a dictionary type inside a struct breaks pyarrow's
+    # ParquetFile.iter_batches) and dictionary-encoded in the Parquet file: each image stored once.
+    fields = [(name, _arrow_type(spec)) for name, spec in declared.items()]
     return pa.schema(fields, metadata=metadata)
 
 

@@ -1,8 +1,8 @@
 """Parquet files whose image column is written straight from the buffers the images were read into.
 
-pyarrow writes every page of the file, but is handed a stand-in for each row group's image
-dictionary: a few bytes per image instead of the image. As its output goes by, each stand-in
-dictionary page is replaced by the real one (the same page header with the real sizes, then each
+pyarrow writes every page of the file, but is handed a stand-in for each row's image: a few bytes
+naming the image instead of the image, which pyarrow dictionary-encodes like the images themselves.
+As its output goes by, each stand-in dictionary page is replaced by the real one (the same page header with the real sizes, then each
 image as PLAIN `BYTE_ARRAY`: a 4-byte little-endian length and the bytes), and at the end the footer's
 offsets and sizes are moved by what each replacement added. The file is the one pyarrow writes when
 given the images themselves (a test checks this byte for byte), without pyarrow hashing, encoding
@@ -72,13 +72,13 @@ class _Spool:
 
 
 class ImageParquetWriter:
-    """Writes row groups whose `image_column` is a dictionary over images given as buffers.
+    """Writes row groups whose `image_column` (binary, dictionary-encoded) holds images given as buffers.
 
-    `write_row_group(table, images)`: `table`'s image column is a `DictionaryArray` whose
-    dictionary is `stand_ins(len(images))`, its indices pointing into `images` (buffers: bytes,
-    memoryview, ...). The images must be distinct, as the values of any Parquet dictionary (pyarrow
-    reads a repeated value as one, shifting the indices after it), and each used by some row.
-    `release` is called once the images have been copied into `sink` (so their buffer can be reused).
+    `write_row_group(table, images, indices)`: `table`'s image column is `stand_ins(indices)`, row k
+    standing for `images[indices[k]]` (buffers: bytes, memoryview, ...). The images must be
+    distinct, as the values of any Parquet dictionary (pyarrow reads a repeated value as one,
+    shifting the indices after it), and each used by some row. `release` is called once the images
+    have been copied into `sink` (so their buffer can be reused).
     """
 
     def __init__(self, sink, schema: pa.Schema, image_column: str = "image.bytes", **options) -> None:
@@ -94,16 +94,16 @@ class ImageParquetWriter:
         self.page_ends: list[int] = []  # pyarrow-output offset where each stand-in page ends
         self.growth: list[int] = []  # cumulative bytes the replacements added, up to each page
         self.unencoded: list[int] = []  # per row group: bytes of its image values, one per row
-        self._stand_ins: pa.Array | None = None
+        self._stand_ins: list[bytes] = []
 
-    def stand_ins(self, count: int) -> pa.Array:
-        if self._stand_ins is None or len(self._stand_ins) < count:
-            size = max(count, 2 * len(self._stand_ins or []), 64)
-            values = b"".join(self.tag + struct.pack(">I", k) for k in range(size))
-            offsets = struct.pack(f"<{size + 1}i", *range(0, (size + 1) * _STAND_IN_BYTES, _STAND_IN_BYTES))
-            # from buffers, not pa.array: the first pa.array call of a process imports pandas
-            self._stand_ins = pa.Array.from_buffers(pa.binary(), size, [None, pa.py_buffer(offsets), pa.py_buffer(values)])
-        return self._stand_ins.slice(0, count)
+    def stand_ins(self, indices: Sequence[int]) -> pa.Array:
+        """The image column of rows whose images are `images[k]` for k in `indices`."""
+        while len(self._stand_ins) <= max(indices, default=0):
+            self._stand_ins.append(self.tag + struct.pack(">I", len(self._stand_ins)))
+        values = b"".join([self._stand_ins[k] for k in indices])
+        offsets = struct.pack(f"<{len(indices) + 1}i", *range(0, (len(indices) + 1) * _STAND_IN_BYTES, _STAND_IN_BYTES))
+        # from buffers, not pa.array: the first pa.array call of a process imports pandas
+        return pa.Array.from_buffers(pa.binary(), len(indices), [None, pa.py_buffer(offsets), pa.py_buffer(values)])
 
     def write_row_group(self, table: pa.Table, images: Sequence, indices: Sequence[int],
                         release: Callable[[], None] | None = None) -> None:
@@ -177,10 +177,15 @@ class ImageParquetWriter:
         count = thrift.get(thrift.get(header, _PAGE_DICTIONARY_HEADER, []), _DICTIONARY_NUM_VALUES)
         if count != len(images) or end - body != len(images) * (4 + _STAND_IN_BYTES):
             raise ParquetLayoutError(f"stand-in dictionary page of {count} values for {len(images)} images")
-        for k in (0, len(images) - 1):
-            stand_in = bytes(data[body + k * 16 + 4 : body + k * 16 + 16])
-            if stand_in != self.tag + struct.pack(">I", k):
-                raise ParquetLayoutError("stand-in dictionary values out of order (did pyarrow re-encode them?)")
+        order = []  # the image each dictionary value stands for, in pyarrow's order
+        for length, tag, number in struct.iter_unpack("<I8s4s", bytes(data[body:end])):
+            number = int.from_bytes(number, "big")
+            if length != _STAND_IN_BYTES or tag != self.tag or number >= len(images):
+                raise ParquetLayoutError("a stand-in dictionary value that names no image")
+            order.append(number)
+        if sorted(order) != list(range(len(images))):
+            raise ParquetLayoutError("the stand-in dictionary does not name each image once")
+        images = [images[k] for k in order]
         size = sum(4 + len(image) for image in images)
         if size >= 1 << 31:
             raise ParquetLayoutError(f"a row group's images take {size} bytes; a Parquet page holds under 2 GiB")

@@ -67,24 +67,22 @@ class RowGroupRows:
             self.label.append(_CLASS_INDEX[config][frame.labels[config]])
             self.box_counts.append(None)
 
-    def table(self, schema_: pa.Schema, stand_ins: Callable[[int], pa.Array],
+    def table(self, schema_: pa.Schema, stand_ins: Callable[[Sequence[int]], pa.Array],
               same_image: Mapping[int, int] | None = None) -> tuple[pa.Table, list[int], list[int]]:
         """The rows as a table of `schema_` (the stored schema), with the images it stores and each row's index into them.
 
         An image no row uses (its frame unreadable or left without a config) is not stored; nor is
         an image identical to an earlier one (`same_image`: position -> position of the first copy),
-        whose rows point to that copy instead. The image column's dictionary holds `stand_ins` for
-        the images, which `ImageParquetWriter` replaces by the images themselves as it writes them.
+        whose rows point to that copy instead. The image column holds `stand_ins(indices)`, a few
+        bytes per row standing for its image, which `ImageParquetWriter` replaces by the images
+        themselves as it writes them.
         """
         positions = self.positions if same_image is None else [same_image.get(p, p) for p in self.positions]
         used = sorted(set(positions))
         renumber = {position: k for k, position in enumerate(used)}
         indices = [renumber[p] for p in positions]
         image_type = schema_.field("image").type
-        image = pa.StructArray.from_arrays(
-            [pa.DictionaryArray.from_arrays(numbers(indices, pa.int32()), stand_ins(len(used))), strings(self.path)],
-            fields=list(image_type),
-        )
+        image = pa.StructArray.from_arrays([stand_ins(indices), strings(self.path)], fields=list(image_type))
         objects_type = schema_.field("objects").type
         columns = {
             "config": strings(self.config),
