@@ -18,11 +18,11 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from array import array
 from collections import Counter, defaultdict, deque
-from contextlib import contextmanager
-import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -46,9 +46,9 @@ from .splits import paper_split, stream_split
 
 DATA_PAGE_BYTES = 1 << 20
 MAX_SHARD_BYTES = 500 * 1024 * 1024
-READ_BATCH = 256  # frames per read task and per row group: one Arrow buffer, stored once
-READ_THREADS = 1
-READ_AHEAD = 4  # read tasks in flight: with the writes queued, at most ~14 x 64 images in memory
+READ_BATCH = 256  # frames per read task and per row group: one read buffer, each image stored once
+READ_THREADS = 1  # a second reader thread made the build slower (GIL and memory-bandwidth contention)
+READ_AHEAD = 4  # read tasks in flight: with the writes queued, a few hundred MB of images at most
 MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and a row group's dictionary page); FPUS23 frames are ~0.1 MB
 WRITES_IN_FLIGHT = 8  # row groups queued for the writer thread
 DIRECT_IO = True  # Parquet files written with O_DIRECT (see direct_io); False: through the page cache
@@ -136,7 +136,7 @@ class _WriteQueue:
     """One writer thread: writes run in order; a bounded number wait at once.
 
     pyarrow releases the GIL while it encodes, and the disk writes run in `DirectFile`'s own thread,
-    so the writes overlap the reads (two threads) and the main thread preparing the next row group.
+    so the writes overlap the reads (a reader thread) and the main thread preparing the next row group.
     """
 
     def __init__(self, in_flight: int = WRITES_IN_FLIGHT):
@@ -183,7 +183,7 @@ class _DataWriter:
             self.sink = DirectFile(self.root / name) if DIRECT_IO else open(self.root / name, "xb")
             self.opened.append(self.sink)
             # PNG bytes are already compressed; the other columns are a few bytes a row. The image
-            # dictionary page holds a whole row group's images (64 x 16 MB at most).
+            # dictionary page holds a whole row group's images (a page over 2 GiB is refused).
             self.writer = ImageParquetWriter(
                 self.sink, self.schema, compression="NONE",
                 use_dictionary=[CONFIG_COLUMN, "image.bytes", "image.path", "image_id", "stream", "paper_split"],
@@ -219,14 +219,13 @@ def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
     return [round(rows * (k + 1) / shards) for k in range(shards)]
 
 
-@dataclass
 class _BufferPool:
     """Read buffers, reused from batch to batch once their images are in the file.
 
     Memory a process touches for the first time costs far more than a copy on a VM whose host backs
     guest memory lazily (here about 0.4 GB/s against 10 GB/s for memory already touched): a fresh
-    buffer per batch made faulting pages in a large part of the build. About 14 buffers are in use
-    at once (read-ahead, the batch being prepared, queued writes).
+    buffer per batch made faulting pages in a large part of the build. A handful are in use at once
+    (read-ahead, the batch being prepared, queued writes).
     """
 
     def __init__(self) -> None:
