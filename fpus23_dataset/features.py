@@ -2,8 +2,9 @@
 
 All configs are stored in one table (`data/<split>-*.parquet`, one row per frame and config, a
 `config` column naming the row's config): each image is stored once per row group, as a value of
-the Parquet dictionary page of `image.bytes` that the rows of its frame share. Each config is a view of that table — its
-columns, its rows (`config == name`) and its own features (ClassLabel names) — declared in the card.
+the Parquet dictionary page of `image.bytes` that the rows of its frame share. Each config is a
+view of that table — its columns, its rows (`config == name`) and its own features (ClassLabel
+names) — declared in the card.
 
 The builder derives the Arrow schema and the card's YAML from this declaration without importing
 `datasets`: that import (pandas included) takes about a second, a quarter of a whole build of the 34
@@ -84,13 +85,22 @@ def stored_feature_dict() -> dict[str, Any]:
 
 
 def stored_arrow_schema() -> pa.Schema:
-    """The Parquet schema of the stored table, with the `huggingface` metadata `datasets` reads back."""
-    declared = stored_feature_dict()
+    """The Parquet schema of the stored table, with the `huggingface` metadata `datasets` reads back.
+
+    image.bytes is plain binary to Arrow (a dictionary type inside a struct breaks pyarrow's
+    `ParquetFile.iter_batches`) and dictionary-encoded in the Parquet file: each image stored once.
+    """
+    return _arrow_schema(stored_feature_dict())
+
+
+def arrow_schema(config: str) -> pa.Schema:
+    """The Arrow schema of a config as `datasets` loads it (its view of the stored table)."""
+    return _arrow_schema(feature_dict(config))
+
+
+def _arrow_schema(declared: dict[str, Any]) -> pa.Schema:
     metadata = {"huggingface": json.dumps({"info": {"features": declared}})}
-    # image.bytes is plain binary to Arrow (a dictionary type inside a struct breaks pyarrow's
-    # ParquetFile.iter_batches) and dictionary-encoded in the Parquet file: each image stored once.
-    fields = [(name, _arrow_type(spec)) for name, spec in declared.items()]
-    return pa.schema(fields, metadata=metadata)
+    return pa.schema([(name, _arrow_type(spec)) for name, spec in declared.items()], metadata=metadata)
 
 
 def _arrow_type(spec: dict) -> pa.DataType:
@@ -107,13 +117,6 @@ def _arrow_type(spec: dict) -> pa.DataType:
     if kind is None:  # a dict of sub-features: a struct
         return pa.struct([(name, _arrow_type(sub)) for name, sub in spec.items()])
     raise ValueError(f"feature type {kind!r} is not used by fpus23")
-
-
-def arrow_schema(config: str) -> pa.Schema:
-    """The Arrow schema of a config as `datasets` loads it (its view of the stored table)."""
-    declared = feature_dict(config)
-    metadata = {"huggingface": json.dumps({"info": {"features": declared}})}
-    return pa.schema([(name, _arrow_type(spec)) for name, spec in declared.items()], metadata=metadata)
 
 
 def _yaml_entry(name: str | None, spec: dict) -> dict:

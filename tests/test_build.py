@@ -381,7 +381,7 @@ def test_builds_in_the_earlier_layout_still_diff_and_count(procedural_build, tmp
             batches = list(iter_batches(files, config, config_columns(config)))
             if not batches:
                 continue
-            table = pa.Table.from_batches(batches).cast(arrow_schema(config))  # image bytes decoded to plain binary
+            table = pa.Table.from_batches(batches).cast(arrow_schema(config))  # the config's own features
             (legacy / config).mkdir(parents=True, exist_ok=True)
             pq.write_table(table, legacy / config / f"{split}-00000-of-00001.parquet")
     (legacy / "README.md").write_text("legacy")
