@@ -2,11 +2,11 @@
 
 Two passes. The first reads every export, clips boxes to the size each export states, and decides
 config membership and both split protocols. The second streams image bytes split by split, in batches
-of READ_BATCH frames read into one reused buffer, checks each PNG chunk's CRC there, and writes each
-batch as one row group: a row per frame and config, the image column a Parquet dictionary, so each
-image is stored once and all rows of its frame point to it. The images go from the read buffer into
-the file (see `parquet_images`), never decoded. The build happens in a temporary folder renamed into
-place only when complete.
+of READ_BATCH frames that `image_reader` reads and checks (each PNG chunk's CRC) in a child process,
+and writes each batch as one row group: a row per frame and config, the image column a Parquet
+dictionary, so each image is stored once and all rows of its frame point to it. The images go from
+the read buffer into the file (see `parquet_images`), never decoded. The build happens in a temporary
+folder renamed into place only when complete.
 """
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ import math
 import os
 import shutil
 import tempfile
-import threading
-from array import array
 from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,7 +26,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from . import __version__, schema
 from .atomic import sibling_temp_dir
@@ -36,8 +33,10 @@ from .card import render_card
 from .cvat import Frame
 from .features import CONFIG_COLUMN, DATA_DIR, stored_arrow_schema
 from .direct_io import DirectFile
-from .images import CorruptImage, ImageInfo, inspect_image
+from .image_reader import ReadBatch, open_image_reader
+from .images import ImageInfo
 from .parquet_images import ImageParquetWriter
+from .progress import tqdm
 from .report import Report
 from .row_group import RowGroupRows
 from .sources import Source, configs_of, discover, read_source
@@ -46,11 +45,9 @@ from .splits import paper_split, stream_split
 
 DATA_PAGE_BYTES = 1 << 20
 MAX_SHARD_BYTES = 500 * 1024 * 1024
-READ_BATCH = 256  # frames per read task and per row group: one read buffer, each image stored once
-READ_THREADS = 1  # a second reader thread made the build slower (GIL and memory-bandwidth contention)
-READ_AHEAD = 4  # read tasks in flight: with the writes queued, a few hundred MB of images at most
-MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and a row group's dictionary page); FPUS23 frames are ~0.1 MB
-WRITES_IN_FLIGHT = 8  # row groups queued for the writer thread
+READ_BATCH = 256  # frames per read batch and per row group: one read buffer, each image stored once
+READ_IN_PROCESS = True  # read and check images in a forked child process where that is safe (see image_reader)
+WRITES_IN_FLIGHT = 4  # row groups queued for the writer thread
 DIRECT_IO = True  # Parquet files written with O_DIRECT (see direct_io); False: through the page cache
 BUILD_MARKER = "build_report.json"
 
@@ -77,10 +74,8 @@ def _plan_frames(frames: Sequence[Frame], source: Source, report: Report) -> lis
     return out
 
 
-def _frames_per_shard(rows: Sequence[PlannedFrame], max_bytes: int) -> int:
-    """Shards are cut by frame count, from the mean size of a sample of the images."""
-    if not rows:
-        return 1
+def _mean_image_bytes(rows: Sequence[PlannedFrame]) -> float:
+    """The mean file size of a sample of the images: shards are cut by frame count, read slots sized by it."""
     step = max(1, len(rows) // 256)
     sizes = []
     for row in rows[::step]:
@@ -88,8 +83,7 @@ def _frames_per_shard(rows: Sequence[PlannedFrame], max_bytes: int) -> int:
             sizes.append(os.stat(row.frame.image_path).st_size)
         except OSError:
             continue
-    mean = sum(sizes) / len(sizes) if sizes else 1
-    return max(1, int(max_bytes // max(mean, 1)))
+    return max(1.0, sum(sizes) / len(sizes)) if sizes else 1.0
 
 
 @dataclass
@@ -219,107 +213,7 @@ def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
     return [round(rows * (k + 1) / shards) for k in range(shards)]
 
 
-class _BufferPool:
-    """Read buffers, reused from batch to batch once their images are in the file.
-
-    Memory a process touches for the first time costs far more than a copy on a VM whose host backs
-    guest memory lazily (here about 0.4 GB/s against 10 GB/s for memory already touched): a fresh
-    buffer per batch made faulting pages in a large part of the build. A handful are in use at once
-    (read-ahead, the batch being prepared, queued writes).
-    """
-
-    def __init__(self) -> None:
-        self.free: list[bytearray] = []
-        self.lock = threading.Lock()
-
-    def take(self, size: int) -> bytearray:
-        with self.lock:
-            if self.free:
-                buffer = max(self.free, key=len)
-                self.free.remove(buffer)
-                if len(buffer) >= size:
-                    return buffer
-        return bytearray(size + size // 4)  # headroom: the next batch may be a little larger
-
-    def give_back(self, buffer: bytearray) -> None:
-        with self.lock:
-            self.free.append(buffer)
-
-
-@dataclass
-class _ReadBatch:
-    """Images of consecutive frames read into one buffer, each checked where it lies."""
-
-    buffer: bytearray
-    offsets: array  # len(frames) + 1; an unreadable frame takes no bytes
-    infos: list[ImageInfo | None]
-    digests: list[str | None]  # the image's content digest, or the problem when info is None
-
-    def image(self, position: int) -> memoryview:
-        return memoryview(self.buffer)[self.offsets[position] : self.offsets[position + 1]]
-
-
-def _open_all(rows: Sequence[PlannedFrame]) -> list[tuple[int, int] | OSError]:
-    """(descriptor, size) of each frame's file, or why it cannot be opened."""
-    out: list[tuple[int, int] | OSError] = []
-    for row in rows:
-        try:
-            fd = os.open(row.frame.image_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError as error:
-            out.append(error)
-            continue
-        try:
-            out.append((fd, os.fstat(fd).st_size))
-        except OSError as error:
-            os.close(fd)
-            out.append(error)
-    return out
-
-
-def _read_batch(rows: Sequence[PlannedFrame], pool: _BufferPool) -> _ReadBatch:
-    """Read a batch of frames; the bytes stay as they are and are never decoded.
-
-    Plain descriptors and one readv per file: Python file objects cost more than the copy itself.
-    """
-    opened = _open_all(rows)
-    try:
-        total = sum(item[1] for item in opened if isinstance(item, tuple) and item[1] <= MAX_IMAGE_BYTES)
-        buffer = pool.take(total)
-        view = memoryview(buffer)
-        offsets = array("q", [0])
-        infos: list[ImageInfo | None] = []
-        digests: list[str | None] = []
-        beyond = bytearray(1)  # a byte read past the expected end means the file grew
-        for item in opened:
-            start = offsets[-1]
-            try:
-                if isinstance(item, OSError):
-                    raise item
-                fd, size = item
-                if size > MAX_IMAGE_BYTES:
-                    raise CorruptImage(f"file is over {MAX_IMAGE_BYTES >> 20} MB, far larger than any ultrasound frame")
-                if os.readv(fd, [view[start : start + size], beyond]) != size:
-                    raise CorruptImage("file changed while it was being read")
-                info = inspect_image(view[start : start + size], verify=True)
-                infos.append(info)
-                digests.append(info.digest)
-                offsets.append(start + size)
-            except CorruptImage as error:
-                infos.append(None)
-                digests.append(str(error))
-                offsets.append(start)
-            except OSError as error:
-                infos.append(None)
-                digests.append(f"cannot read: {error.strerror or error}")
-                offsets.append(start)
-    finally:
-        for item in opened:
-            if isinstance(item, tuple):
-                os.close(item[0])
-    return _ReadBatch(buffer, offsets, infos, digests)
-
-
-def _identical_images(batch: _ReadBatch, positions: Sequence[int]) -> dict[int, int]:
+def _identical_images(batch: ReadBatch, positions: Sequence[int]) -> dict[int, int]:
     """Position of each image -> position of the first identical image in the batch (itself if none).
 
     A Parquet dictionary holds distinct values: pyarrow's reader rebuilds it through a hash table,
@@ -413,13 +307,14 @@ def _build(source_path, out: Path, version: str, seed: int, progress: bool, max_
     for row in rows:
         if any(config in configs for config in row.configs):
             plan[groups[row.frame.split_group]].append(row)
-    frames_per_shard = _frames_per_shard(rows, max_shard_bytes)
+    mean_image_bytes = _mean_image_bytes(rows)
+    frames_per_shard = max(1, int(max_shard_bytes // mean_image_bytes))
     for config in set(report.excluded) - set(configs):
         del report.excluded[config]
 
     temporary = sibling_temp_dir(out)
     try:
-        result = _write(temporary, source, plan, set(configs), paper, report, version, progress, frames_per_shard)
+        result = _write(temporary, source, plan, set(configs), paper, report, version, progress, frames_per_shard, mean_image_bytes)
         _replace(temporary, out)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -449,22 +344,20 @@ def _row_groups(plan: dict[str, list[PlannedFrame]], frames_per_shard: int) -> l
     return out
 
 
-def _write(root, source, plan, configs, paper, report, version, progress, frames_per_shard) -> BuildResult:
+def _write(root, source, plan, configs, paper, report, version, progress, frames_per_shard, mean_image_bytes) -> BuildResult:
+    work = _row_groups(plan, frames_per_shard)
+    frames = [row for group in work for row in group.frames]
+    # Forked before this process starts threads of its own (the writer, the progress bar's monitor).
+    reader = open_image_reader(int(2 * READ_BATCH * mean_image_bytes), use_process=READ_IN_PROCESS)
     queue = _WriteQueue()
     writer = _DataWriter(root, queue)
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     image_bytes: Counter = Counter()  # (config, split) -> bytes of its rows' images
     digests: dict[str, str] = {}
     next_object_id = iter(range(1, 1 << 62)).__next__
-    work = _row_groups(plan, frames_per_shard)
-    frames = [row for group in work for row in group.frames]
-    buffers = _BufferPool()
     try:
-        with ThreadPoolExecutor(READ_THREADS) as pool, tqdm(
-            total=len(frames), desc="build", unit="frame", disable=not progress, mininterval=0.5
-        ) as bar:
-            # Bounded read-ahead: a few batches of images in memory at once.
-            reads = _bounded_map(pool, lambda rows: _read_batch(rows, buffers), [g.frames for g in work], READ_AHEAD)
+        with tqdm(total=len(frames), desc="build", unit="frame", disable=not progress, mininterval=0.5) as bar:
+            reads = reader.batches([[str(row.frame.image_path) for row in group.frames] for group in work])
             for group, batch in zip(work, reads):
                 rows = RowGroupRows()
                 for position, (row, info) in enumerate(zip(group.frames, batch.infos)):
@@ -488,18 +381,20 @@ def _write(root, source, plan, configs, paper, report, version, progress, frames
                 shard_writer = writer.open(group.split, group.shard, group.shards)
                 if rows:
                     table, stored, indices = rows.table(writer.schema, shard_writer.stand_ins, _identical_images(batch, rows.positions))
-                    release = lambda buffer=batch.buffer: buffers.give_back(buffer)  # noqa: E731
+                    release = lambda batch=batch: reader.release(batch)  # noqa: E731
                     writer.write(table, [batch.image(p) for p in stored], indices, release)
                 else:
-                    buffers.give_back(batch.buffer)
+                    reader.release(batch)
                 bar.update(len(group.frames))
         writer.close()
         queue.drain()
     except BaseException:
         queue.close(cancel_pending=True)
         writer.abandon()
+        reader.close()
         raise
     queue.close()
+    reader.close()
     if not digests:
         raise BuildError("nothing usable: no image could be read\n" + report.format_text())
     report.totals["frames_with_rows"] = len(digests)
@@ -523,23 +418,6 @@ def _write(root, source, plan, configs, paper, report, version, progress, frames
         encoding="utf-8",
     )
     return result
-
-
-def _bounded_map(pool: ThreadPoolExecutor, fn, items: Sequence, ahead: int) -> Iterator:
-    futures = []
-    iterator = iter(items)
-    for item in iterator:
-        futures.append(pool.submit(fn, item))
-        if len(futures) >= ahead:
-            break
-    position = 0
-    for item in iterator:
-        yield futures[position].result()
-        futures[position] = None
-        position += 1
-        futures.append(pool.submit(fn, item))
-    for future in futures[position:]:
-        yield future.result()
 
 
 def _replace(temporary: Path, out: Path) -> None:

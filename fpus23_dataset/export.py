@@ -6,10 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from . import schema
 from .atomic import sibling_temp_dir
+from .progress import tqdm
 from .tables import config_rows, iter_batches, shard_files
 
 FORMATS = ("coco",)

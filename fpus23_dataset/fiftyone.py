@@ -17,9 +17,8 @@ import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from tqdm.auto import tqdm
-
 from . import schema
+from .progress import tqdm
 from .tables import config_rows, iter_batches, shard_files
 
 CLASSIFIERS = ("orientation", "anatomy", "plane")

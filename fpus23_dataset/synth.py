@@ -17,11 +17,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import schema
 from .cvat import Box, Frame, read_stream, split_export, write_cvat_xml
 from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame
+from .progress import tqdm
 from .seeding import stable_seed
 from .report import Report
 from .sources import discover

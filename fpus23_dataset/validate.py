@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
 from .cvat import Frame, clip_boxes
 from .images import CorruptImage, read_checked, read_header
+from .progress import tqdm
 from .report import Report
 from .sources import Source, configs_of, discover, read_source
 

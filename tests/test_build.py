@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from fpus23_dataset import build as build_module
+from fpus23_dataset import image_reader
 from fpus23_dataset import load, schema
 from fpus23_dataset.build import BuildError, build
 from fpus23_dataset.cli import main
@@ -52,8 +53,8 @@ def test_failure_leaves_no_partial_output_and_keeps_the_earlier_build(procedural
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]
 
 
-def test_each_image_is_stored_once_and_threads_do_not_change_the_output(procedural_source, tmp_path, monkeypatch):
-    """Small row groups and shards, frames dropped mid-batch; 1 or 2 read threads, short or long read-ahead."""
+def test_each_image_is_stored_once_and_the_reader_does_not_change_the_output(procedural_source, tmp_path, monkeypatch):
+    """Small row groups and shards, frames dropped mid-batch; images read by a thread or by a child process."""
     source = tmp_path / "src"
     shutil.copytree(procedural_source, source)
     pngs = sorted(source.glob("four_poses/*/*.png"))
@@ -64,12 +65,15 @@ def test_each_image_is_stored_once_and_threads_do_not_change_the_output(procedur
     monkeypatch.setattr(build_module, "READ_BATCH", 4)
     monkeypatch.setattr(build_module, "DATA_PAGE_BYTES", 30_000)
     outputs = []
-    for threads, ahead in ((1, 1), (2, 4)):
-        monkeypatch.setattr(build_module, "READ_THREADS", threads)
-        monkeypatch.setattr(build_module, "READ_AHEAD", ahead)
-        outputs.append(tmp_path / f"out-{threads}")
+    readers = []
+    opened = build_module.open_image_reader
+    monkeypatch.setattr(build_module, "open_image_reader", lambda *a, **k: readers.append(opened(*a, **k)) or readers[-1])
+    for in_process in (False, True):
+        monkeypatch.setattr(build_module, "READ_IN_PROCESS", in_process)
+        outputs.append(tmp_path / f"out-{in_process}")
         result = build(source, outputs[-1], "1.0.0", progress=False, max_shard_bytes=600_000)
         assert result.report.counts["corrupt_image"] == 2
+    assert [type(r).__name__ for r in readers] == ["ThreadImageReader", "ProcessImageReader"]
     assert _tree(outputs[0]) == _tree(outputs[1])
     files = sorted((outputs[1] / "data").glob("train-*.parquet"))
     assert len(files) > 2
@@ -329,7 +333,7 @@ def test_an_oversized_image_file_is_reported_not_read(tmp_path, monkeypatch):
         image("frame_000000.png", tag(*ORIENT, "hdvb"), width=64, height=48),
         image("frame_000001.png", tag(*ORIENT, "hdvf")),
     ))
-    monkeypatch.setattr(build_module, "MAX_IMAGE_BYTES", small.stat().st_size + 10)
+    monkeypatch.setattr(image_reader, "MAX_IMAGE_BYTES", small.stat().st_size + 10)
     result = build(src, tmp_path / "out", "0.0.1", progress=False)
     assert result.report.counts["corrupt_image"] == 1
     issue = next(i for i in result.report.issues if i.code == "corrupt_image")

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from fpus23_dataset import image_reader
+from fpus23_dataset.image_reader import ImageReaderError, ProcessImageReader, ThreadImageReader
+
+from helpers import write_png
+
+
+@pytest.fixture()
+def files(tmp_path):
+    """PNGs of different sizes, one with a flipped byte, one empty, one missing."""
+    paths = []
+    for k in range(23):
+        path = tmp_path / f"frame_{k:06d}.png"
+        write_png(path, size=(16 + 9 * k, 12 + 5 * k), seed=k)
+        paths.append(str(path))
+    data = bytearray(open(paths[7], "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(paths[7], "wb").write(bytes(data))
+    open(paths[11], "wb").close()
+    paths[15] = str(tmp_path / "gone.png")
+    return paths
+
+
+def _collect(reader, batches):
+    out = []
+    try:
+        for batch in reader.batches(batches):
+            out.append(([bytes(batch.image(k)) for k in range(len(batch.infos))], list(batch.infos), list(batch.digests), batch.slot))
+            reader.release(batch)
+    finally:
+        reader.close()
+    return out
+
+
+def test_process_and_thread_readers_give_the_same_batches(files):
+    batches = [files[k : k + 4] for k in range(0, len(files), 4)]
+    by_thread = _collect(ThreadImageReader(read_ahead=2), batches)
+    sizes = [sum(os.path.getsize(p) for p in batch if os.path.exists(p)) for batch in batches]
+    # Slots that hold the smaller batches only: the larger ones are read by the parent instead.
+    slot = sorted(sizes)[len(sizes) // 2]
+    by_process = _collect(ProcessImageReader(slot, slots=2, read_ahead=3), batches)
+    assert [b[:3] for b in by_process] == [b[:3] for b in by_thread]
+    assert {b[3] is None for b in by_process} == {True, False}  # some in slots, some too large for one
+    images, infos, digests, _ = by_thread[1]
+    assert infos[3] is None and "CRC" in digests[3]  # frame 7
+    assert images[3] == b""
+    assert by_thread[2][1][3] is None and by_thread[2][2][3] == "empty file"  # frame 11
+    assert by_thread[3][1][3] is None and by_thread[3][2][3].startswith("cannot read")  # frame 15
+    assert images[0] == open(files[4], "rb").read() and infos[0].width == 16 + 9 * 4
+
+
+def test_a_slot_is_reused_only_once_released(files):
+    batches = [files[k : k + 2] for k in range(0, 20, 2)]
+    reader = ProcessImageReader(1 << 20, slots=3, read_ahead=2)
+    held = []
+    try:
+        for batch in reader.batches(batches):
+            assert batch.slot not in {b.slot for b in held}
+            held.append(batch)
+            if len(held) == 2:  # keep two batches, as queued writes do
+                reader.release(held.pop(0))
+    finally:
+        reader.close()
+
+
+def test_a_reader_process_that_dies_is_an_error_not_a_hang(files):
+    reader = ProcessImageReader(1 << 20, slots=2)
+    os.kill(reader.process.pid, signal.SIGKILL)
+    reader.process.join()
+    with pytest.raises(ImageReaderError, match="ended unexpectedly"):
+        list(reader.batches([files[:3]]))
+    reader.close()
+
+
+def test_no_fork_while_other_threads_run(monkeypatch):
+    monkeypatch.setattr(image_reader.threading, "active_count", lambda: 2)
+    reader = image_reader.open_image_reader(1 << 20)
+    assert isinstance(reader, ThreadImageReader)
+    reader.close()
