@@ -46,7 +46,11 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     possible_cells = {cell for cell, count in holders.items() if count >= len(ratios)}
     splits = list(ratios)
     total = sum(sizes.values())
-    useful = {g: cells[g] & possible_cells for g in groups}  # what a stream can bring a split that lacks it
+    # Cells as bits: the search below runs a few hundred trials, and set arithmetic was most of it.
+    bit = {cell: 1 << k for k, cell in enumerate(sorted(holders))}
+    held = {g: sum(bit[c] for c in cells[g]) for g in groups}
+    useful = {g: sum(bit[c] for c in cells[g] & possible_cells) for g in groups}  # what a stream can bring a split that lacks it
+    wanted = [(bit[cell], min(count, len(splits))) for cell, count in holders.items()]
     rng = np.random.default_rng(stable_seed("stream-split", seed))
     best: tuple | None = None
     best_assignment: dict[str, str] = {}
@@ -56,11 +60,12 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
         order = [groups[i] for i in rng.permutation(len(groups))]
         assignment: dict[str, str] = {}
         filled: Counter = Counter()
+        present: Counter = Counter()  # split -> bits of the cells it holds
         for split in sorted(splits, key=lambda s: ratios[s]):  # smaller splits first; train takes the rest
             if split == largest:
                 continue
             target, cap = ratios[split] * total, ratios[split] * total * MAX_OVERSHOOT
-            covered: set = set()
+            covered = 0
             while True:
                 # An empty split takes any stream; then only what fits under the cap.
                 base = filled[split]
@@ -69,8 +74,9 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
                     break
                 # Prefer streams that bring classes this split lacks (the first of the best); then plain filling up to the target.
                 gain, pick = -1, free[0]
+                lacking = ~covered
                 for g in free:
-                    brings = len(useful[g] - covered)
+                    brings = (useful[g] & lacking).bit_count()
                     if brings > gain:
                         gain, pick = brings, g
                 if gain == 0:
@@ -79,15 +85,14 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
                     pick = free[0]
                 assignment[pick] = split
                 filled[split] += sizes[pick]
-                covered |= cells[pick]
+                covered |= held[pick]
+            present[split] = covered
         for g in order:
             if g not in assignment:
                 assignment[g] = largest
                 filled[largest] += sizes[g]
-        present = defaultdict(set)
-        for g, split in assignment.items():
-            present[split].update(cells[g])
-        missing = sum(max(0, min(count, len(splits)) - sum(cell in present[s] for s in splits)) for cell, count in holders.items())
+                present[largest] |= held[g]
+        missing = sum(max(0, want - sum(1 for s in splits if present[s] & cell)) for cell, want in wanted)
         deviation = sum((filled[s] / total - ratios[s]) ** 2 for s in splits)
         score = (missing, round(deviation, 9))
         if best is None or score < best:
