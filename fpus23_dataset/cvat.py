@@ -6,12 +6,13 @@ problem is reported with file, frame and reason.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from lxml import etree
 
@@ -171,6 +172,7 @@ class _RawFrame:
     height: int | None
     tags: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))  # task -> [(value, file)]
     boxes: list[tuple[Box, str]] = field(default_factory=list)
+    image_id: str = ""
 
 
 def _safe_name(name: str) -> bool:
@@ -178,16 +180,6 @@ def _safe_name(name: str) -> bool:
     if not name or name.startswith("/") or "\\" in name or "\x00" in name:
         return False
     return ".." not in name.split("/")
-
-
-def _to_float(value: str | None) -> float | None:
-    try:
-        number = float(value) if value is not None else None
-    except ValueError:
-        return None
-    if number is None or number != number or number in (float("inf"), float("-inf")):
-        return None
-    return number
 
 
 def read_stream(stream: str, xml_files: Iterable[Path], report: Report) -> list[Frame]:
@@ -204,32 +196,57 @@ def read_stream(stream: str, xml_files: Iterable[Path], report: Report) -> list[
 
 
 def _read_one(stream: str, path: Path, raw: dict[str, _RawFrame], report: Report) -> None:
+    # The loop runs once per <image> and child of the 34 shared streams' 70,000 elements: the tag
+    # and box handling is inlined and the lookups bound locally, which halved its cost.
     report.totals["xml_files"] += 1
+    file = str(path)
     seen_here: set[str] = set()
+    tag_tasks = schema.TAG_TASK_BY_CVAT_LABEL
+    box_categories = schema.BOX_CVAT_LABELS
     for element in iter_images(path):
-        name = element.get("name", "")
+        get = element.get
+        name = get("name", "")
         if not _safe_name(name):
             report.add("unsafe_image_name", path, f"{stream}/{name}", f"image name {name!r} refused")
             continue
-        image_id = make_image_id(stream, name)
-        width = _int_or_none(element.get("width"))
-        height = _int_or_none(element.get("height"))
-        if name in seen_here:
-            report.add("duplicate_image", path, image_id, f"<image name={name!r}> appears twice in this file")
-        seen_here.add(name)
         frame = raw.get(name)
         if frame is None:
-            fallback = _int_or_none(element.get("id")) or 0
-            frame = raw[name] = _RawFrame(name, frame_index(name, fallback), width, height)
+            frame = raw[name] = _RawFrame(name, frame_index(name, _int_or_none(get("id")) or 0),
+                                          _int_or_none(get("width")), _int_or_none(get("height")), image_id=make_image_id(stream, name))
         elif frame.width is None:
-            frame.width, frame.height = width, height
+            frame.width, frame.height = _int_or_none(get("width")), _int_or_none(get("height"))
+        if name in seen_here:
+            report.add("duplicate_image", path, frame.image_id, f"<image name={name!r}> appears twice in this file")
+        seen_here.add(name)
         for child in element:
-            if child.tag == "tag":
-                _read_tag(child, path, image_id, frame, report)
-            elif child.tag == "box":
-                _read_box(child, path, image_id, frame, report)
-            elif child.tag in ("polygon", "polyline", "points", "mask", "skeleton", "ellipse", "cuboid"):
-                report.add("unknown_label", path, image_id, f"<{child.tag} label={child.get('label')!r}> is not a box")
+            kind = child.tag
+            if kind == "tag":
+                label = child.get("label")
+                task = tag_tasks.get(label or "")
+                if task is None:
+                    report.add("unknown_label", path, frame.image_id, f"tag label {label!r} is not in the FPUS23 schema")
+                    continue
+                value = None
+                for attribute in child:
+                    if attribute.tag == "attribute" and attribute.get("name") == task.cvat_attribute:
+                        value = (attribute.text or "").strip()
+                if value is None:
+                    report.add("missing_attribute", path, frame.image_id, f"tag {label!r} has no {task.cvat_attribute!r} attribute")
+                    continue
+                ours = task.cvat_values.get(value)
+                if ours is None:
+                    report.add("unknown_value", path, frame.image_id, f"tag {label!r}: {task.cvat_attribute}={value!r} is not in the schema")
+                    continue
+                frame.tags[task.key].append((ours, file))
+            elif kind == "box":
+                box = _box(child, box_categories, path, frame.image_id, report)
+                if box is not None:
+                    frame.boxes.append((box, file))
+            elif kind in _OTHER_SHAPES:
+                report.add("unknown_label", path, frame.image_id, f"<{kind} label={child.get('label')!r}> is not a box")
+
+
+_OTHER_SHAPES = frozenset(("polygon", "polyline", "points", "mask", "skeleton", "ellipse", "cuboid"))
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -239,40 +256,24 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
-def _read_tag(tag: etree._Element, path: Path, image_id: str, frame: _RawFrame, report: Report) -> None:
-    label = tag.get("label")
-    task = schema.TAG_TASK_BY_CVAT_LABEL.get(label or "")
-    if task is None:
-        report.add("unknown_label", path, image_id, f"tag label {label!r} is not in the FPUS23 schema")
-        return
-    value = None
-    for attribute in tag:
-        if attribute.tag == "attribute" and attribute.get("name") == task.cvat_attribute:
-            value = (attribute.text or "").strip()
-    if value is None:
-        report.add("missing_attribute", path, image_id, f"tag {label!r} has no {task.cvat_attribute!r} attribute")
-        return
-    ours = task.cvat_values.get(value)
-    if ours is None:
-        report.add("unknown_value", path, image_id, f"tag {label!r}: {task.cvat_attribute}={value!r} is not in the schema")
-        return
-    frame.tags[task.key].append((ours, str(path)))
-
-
-def _read_box(box: etree._Element, path: Path, image_id: str, frame: _RawFrame, report: Report) -> None:
+def _box(box: etree._Element, categories: Mapping[str, str], path: Path, image_id: str, report: Report) -> Box | None:
     label = box.get("label")
-    category = schema.BOX_CVAT_LABELS.get(label or "")
+    category = categories.get(label or "")
     if category is None:
         report.add("unknown_label", path, image_id, f"box label {label!r} is not in the FPUS23 schema")
-        return
-    xtl, ytl, xbr, ybr = (_to_float(box.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))
-    if None in (xtl, ytl, xbr, ybr):
+        return None
+    get = box.get
+    try:
+        xtl, ytl, xbr, ybr = float(get("xtl")), float(get("ytl")), float(get("xbr")), float(get("ybr"))
+    except (TypeError, ValueError):  # missing (None) or not a number
+        xtl = ytl = xbr = ybr = math.nan
+    if not (math.isfinite(xtl) and math.isfinite(ytl) and math.isfinite(xbr) and math.isfinite(ybr)):
         report.add("degenerate_box", path, image_id, f"box {label!r} has a missing or non-numeric coordinate")
-        return
+        return None
     if xbr <= xtl or ybr <= ytl:
         report.add("degenerate_box", path, image_id, f"box {label!r} [{xtl}, {ytl}, {xbr}, {ybr}] has no area")
-        return
-    frame.boxes.append((Box(category, xtl, ytl, xbr - xtl, ybr - ytl), str(path)))
+        return None
+    return Box(category, xtl, ytl, xbr - xtl, ybr - ytl)
 
 
 def clip_boxes(boxes: list[Box], width: int, height: int, file: str, image_id: str, report: Report) -> list[Box]:
@@ -295,6 +296,9 @@ def _resolve(stream: str, raw: _RawFrame, report: Report) -> Frame:
     frame = Frame(stream=stream, name=raw.name, index=raw.index, width=raw.width, height=raw.height)
     image_id = frame.image_id
     for task_key, values in sorted(raw.tags.items()):
+        if len(values) == 1:
+            frame.labels[task_key] = values[0][0]
+            continue
         distinct = sorted({value for value, _ in values})
         files = sorted({file for _, file in values})
         if len(distinct) > 1:
@@ -302,15 +306,18 @@ def _resolve(stream: str, raw: _RawFrame, report: Report) -> Frame:
             if task_key in schema.CLASSIFICATION_TASKS:
                 report.exclude([task_key], "conflicting_tag")
             continue
-        if len(values) > 1:
-            report.add("duplicate_tag", files[0], image_id, f"{task_key}={distinct[0]} given {len(values)} times")
+        report.add("duplicate_tag", files[0], image_id, f"{task_key}={distinct[0]} given {len(values)} times")
         frame.labels[task_key] = distinct[0]
+    if len(raw.boxes) == 1:
+        frame.boxes.append(raw.boxes[0][0])
+        return frame
     seen: set[tuple] = set()
     for box, file in raw.boxes:
-        if box.key() in seen:
+        key = box.key()
+        if key in seen:
             report.add("duplicate_box", file, image_id, f"box {box.category} repeated")
             continue
-        seen.add(box.key())
+        seen.add(key)
         frame.boxes.append(box)
     return frame
 

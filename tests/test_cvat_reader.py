@@ -130,3 +130,20 @@ def test_writer_round_trips_through_the_reader(tmp_path, shared_annotations):
     write_cvat_xml(out, "stream_hdvb_aroundabd_h", frames)
     again = read_stream("stream_hdvb_aroundabd_h", [out], Report())
     assert [(f.name, f.labels, f.boxes) for f in again] == [(f.name, f.labels, f.boxes) for f in frames]
+
+
+def test_box_coordinates_that_are_not_finite_numbers_are_reported(tmp_path):
+    missing = '<box label="head" occluded="0" xtl="1" ytl="2" xbr="30" z_order="0"></box>'
+    path = write(tmp_path / "s" / "annotations.xml", export(
+        image("frame_000000.png", box("head", "nan", 1, 20, 20), box("legs", 1, 1, "inf", 20), box("arm", "1e999", 1, 5, 5)),
+        image("frame_000001.png", box("abdomen", "abc", 1, 20, 20), missing, box("head", 3, 4, 3, 9)),
+        image("frame_000002.png", box("head", " 10.5 ", "1e1", 20, 30)),
+    ))
+    report = Report()
+    frames = read_stream("s", [path], report)
+    messages = [i.message for i in report.issues if i.code == "degenerate_box"]
+    assert report.counts["degenerate_box"] == 6
+    assert sum("missing or non-numeric" in m for m in messages) == 5 and sum("has no area" in m for m in messages) == 1
+    assert [f.boxes for f in frames[:2]] == [[], []]
+    (kept,) = frames[2].boxes
+    assert (kept.category, kept.x, kept.y, kept.w, kept.h) == ("head", 10.5, 10.0, 9.5, 20.0)
