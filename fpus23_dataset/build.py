@@ -32,7 +32,7 @@ from .atomic import sibling_temp_dir
 from .card import render_card
 from .cvat import Frame
 from .features import CONFIG_COLUMN, DATA_DIR, stored_arrow_schema
-from .direct_io import DirectFile
+from .direct_io import DirectBuffers, DirectFile
 from .image_reader import ReadBatch, open_image_reader
 from .images import ImageInfo
 from .parquet_images import ImageParquetWriter
@@ -74,13 +74,13 @@ def _plan_frames(frames: Sequence[Frame], source: Source, report: Report) -> lis
     return out
 
 
-def _mean_image_bytes(rows: Sequence[PlannedFrame]) -> float:
+def _mean_image_bytes(frames: Sequence[Frame]) -> float:
     """The mean file size of a sample of the images: shards are cut by frame count, read slots sized by it."""
-    step = max(1, len(rows) // 256)
+    step = max(1, len(frames) // 256)
     sizes = []
-    for row in rows[::step]:
+    for frame in frames[::step]:
         try:
-            sizes.append(os.stat(row.frame.image_path).st_size)
+            sizes.append(os.stat(frame.image_path).st_size)
         except OSError:
             continue
     return max(1.0, sum(sizes) / len(sizes)) if sizes else 1.0
@@ -130,7 +130,7 @@ class _WriteQueue:
     """One writer thread: writes run in order; a bounded number wait at once.
 
     pyarrow releases the GIL while it encodes, and the disk writes run in `DirectFile`'s own thread,
-    so the writes overlap the reads (a reader thread) and the main thread preparing the next row group.
+    so the writes overlap the reads (in `image_reader`) and the main thread preparing the next row group.
     """
 
     def __init__(self, in_flight: int = WRITES_IN_FLIGHT):
@@ -167,6 +167,8 @@ class _DataWriter:
         self.sink = None
         self.opened: list = []  # every writer and sink, for `abandon`
         self.files: list[str] = []
+        # Reused file after file: every write to a sink runs in the one writer thread, a file closed before the next is written.
+        self.buffers = DirectBuffers() if DIRECT_IO else None
 
     def open(self, split: str, shard: int, shards: int) -> ImageParquetWriter:
         """The writer of shard `shard` of `split`, opening its file (and closing the previous one) if new."""
@@ -174,7 +176,7 @@ class _DataWriter:
             self.close()
             name = f"{DATA_DIR}/{split}-{shard:05d}-of-{shards:05d}.parquet"
             (self.root / DATA_DIR).mkdir(exist_ok=True)
-            self.sink = DirectFile(self.root / name) if DIRECT_IO else open(self.root / name, "xb")
+            self.sink = DirectFile(self.root / name, buffers=self.buffers) if DIRECT_IO else open(self.root / name, "xb")
             self.opened.append(self.sink)
             # PNG bytes are already compressed; the other columns are a few bytes a row. The image
             # dictionary page holds a whole row group's images (a page over 2 GiB is refused).
@@ -292,7 +294,21 @@ def _build(source_path, out: Path, version: str, seed: int, progress: bool, max_
            configs: Sequence[str]) -> BuildResult:
     source = discover(source_path)
     report = Report()
-    rows = _plan_frames(read_source(source, report), source, report)
+    frames = read_source(source, report)
+    mean_image_bytes = _mean_image_bytes(frames)
+    # Started now, so the reader process readies its memory while this one plans and splits.
+    reader = open_image_reader(int(2 * READ_BATCH * mean_image_bytes), expected_batch_bytes=int(READ_BATCH * mean_image_bytes),
+                               use_process=READ_IN_PROCESS)
+    try:
+        return _plan_and_write(source, source_path, frames, out, version, seed, progress, max_shard_bytes, configs, report,
+                               reader, mean_image_bytes)
+    finally:
+        reader.close()
+
+
+def _plan_and_write(source, source_path, frames, out, version, seed, progress, max_shard_bytes, configs, report, reader,
+                    mean_image_bytes) -> BuildResult:
+    rows = _plan_frames(frames, source, report)
     if not rows:
         raise BuildError(f"{source_path}: nothing usable (no frame with an image and a label)\n" + report.format_text())
 
@@ -307,14 +323,13 @@ def _build(source_path, out: Path, version: str, seed: int, progress: bool, max_
     for row in rows:
         if any(config in configs for config in row.configs):
             plan[groups[row.frame.split_group]].append(row)
-    mean_image_bytes = _mean_image_bytes(rows)
     frames_per_shard = max(1, int(max_shard_bytes // mean_image_bytes))
     for config in set(report.excluded) - set(configs):
         del report.excluded[config]
 
     temporary = sibling_temp_dir(out)
     try:
-        result = _write(temporary, source, plan, set(configs), paper, report, version, progress, frames_per_shard, mean_image_bytes)
+        result = _write(temporary, source, plan, set(configs), paper, report, version, progress, frames_per_shard, reader)
         _replace(temporary, out)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -344,11 +359,9 @@ def _row_groups(plan: dict[str, list[PlannedFrame]], frames_per_shard: int) -> l
     return out
 
 
-def _write(root, source, plan, configs, paper, report, version, progress, frames_per_shard, mean_image_bytes) -> BuildResult:
+def _write(root, source, plan, configs, paper, report, version, progress, frames_per_shard, reader) -> BuildResult:
     work = _row_groups(plan, frames_per_shard)
     frames = [row for group in work for row in group.frames]
-    # Forked before this process starts threads of its own (the writer, the progress bar's monitor).
-    reader = open_image_reader(int(2 * READ_BATCH * mean_image_bytes), use_process=READ_IN_PROCESS)
     queue = _WriteQueue()
     writer = _DataWriter(root, queue)
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
@@ -391,10 +404,8 @@ def _write(root, source, plan, configs, paper, report, version, progress, frames
     except BaseException:
         queue.close(cancel_pending=True)
         writer.abandon()
-        reader.close()
         raise
     queue.close()
-    reader.close()
     if not digests:
         raise BuildError("nothing usable: no image could be read\n" + report.format_text())
     report.totals["frames_with_rows"] = len(digests)

@@ -173,7 +173,7 @@ class ThreadImageReader:
 class ProcessImageReader:
     """Batches read by a forked child process into shared slots; the parent reads a batch too large for a slot."""
 
-    def __init__(self, slot_bytes: int, slots: int = SLOTS, read_ahead: int = READ_AHEAD):
+    def __init__(self, slot_bytes: int, slots: int = SLOTS, read_ahead: int = READ_AHEAD, prefault_bytes: int = 0):
         self.slots = [mmap.mmap(-1, max(slot_bytes, mmap.PAGESIZE)) for _ in range(slots)]  # shared with the child
         self.read_ahead = min(read_ahead, slots - 1)
         self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -182,7 +182,7 @@ class ProcessImageReader:
         self.overflow = ThreadImageReader(read_ahead=0)
         context = multiprocessing.get_context("fork")
         self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_end, self.slots), name="fpus23-image-reader", daemon=True)
+        self.process = context.Process(target=_serve, args=(child_end, self.slots, prefault_bytes), name="fpus23-image-reader", daemon=True)
         self.process.start()
         child_end.close()
 
@@ -249,8 +249,15 @@ class ProcessImageReader:
         # The slots are unmapped when the last view on them goes (a writer may still hold one after a failure).
 
 
-def _serve(connection, slots: list[mmap.mmap]) -> None:
-    """The child: answer each (slot, paths) request with what `read_into` finds, until None."""
+def _serve(connection, slots: list[mmap.mmap], prefault_bytes: int) -> None:
+    """The child: answer each (slot, paths) request with what `read_into` finds, until None.
+
+    First it touches the first `prefault_bytes` of each slot, while the parent still plans: on a VM
+    whose host backs guest memory lazily, a page's first touch costs about 1 s per GB.
+    """
+    for slot in slots:
+        for offset in range(0, min(prefault_bytes, len(slot)), mmap.PAGESIZE):
+            slot[offset] = 0
     views = [memoryview(slot) for slot in slots]
     while True:
         request = connection.recv()
@@ -270,8 +277,8 @@ def can_fork_reader() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
-def open_image_reader(slot_bytes: int, use_process: bool = True) -> ThreadImageReader | ProcessImageReader:
+def open_image_reader(slot_bytes: int, expected_batch_bytes: int = 0, use_process: bool = True) -> ThreadImageReader | ProcessImageReader:
     """A process reader if it can be forked safely, else a thread reader."""
     if use_process and can_fork_reader():
-        return ProcessImageReader(max(slot_bytes, MIN_SLOT_BYTES))
+        return ProcessImageReader(max(slot_bytes, MIN_SLOT_BYTES), prefault_bytes=int(expected_batch_bytes * 1.25))
     return ThreadImageReader()
