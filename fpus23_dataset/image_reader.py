@@ -20,7 +20,7 @@ from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from .images import CorruptImage, ImageInfo, inspect_image
 
@@ -28,6 +28,11 @@ MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and a row group's diction
 READ_AHEAD = 4  # batches requested before the one being used
 SLOTS = 6  # shared buffers: read ahead, the batch in use, and a few whose images are still being written
 MIN_SLOT_BYTES = 32 << 20
+PREFAULT_STEP = 1 << 20
+
+
+T = TypeVar("T")
+_END = object()
 
 
 class ImageReaderError(RuntimeError):
@@ -140,6 +145,12 @@ class _BufferPool:
             self.free.append(buffer)
 
 
+def _read_pooled(paths: Sequence[str], pool: _BufferPool) -> ReadBatch:
+    buffers: list[bytearray] = []
+    reply = read_into(paths, lambda total: buffers.append(pool.take(total)) or buffers[0])
+    return ReadBatch(buffers[0], *reply)
+
+
 class ThreadImageReader:
     """Batches read by one thread, a few ahead of the caller."""
 
@@ -148,19 +159,19 @@ class ThreadImageReader:
         self.read_ahead = read_ahead
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="image-reader")
 
-    def _read(self, paths: Sequence[str]) -> ReadBatch:
-        buffers: list[bytearray] = []
-        reply = read_into(paths, lambda total: buffers.append(self.pool.take(total)) or buffers[0])
-        return ReadBatch(buffers[0], *reply)
-
-    def batches(self, batches: Sequence[Sequence[str]]) -> Iterator[ReadBatch]:
+    def batches(self, items: Iterable[T], paths: Callable[[T], Sequence[str]],
+                stalled: Callable[[], None] | None = None) -> Iterator[tuple[T, ReadBatch]]:
+        """(item, its images) for each item in order, `items` taken lazily a few ahead (`stalled`: unused,
+        a buffer is allocated when none is free)."""
         futures: deque = deque()
-        for paths in batches:
-            futures.append(self.executor.submit(self._read, paths))
+        for item in items:
+            futures.append((item, self.executor.submit(_read_pooled, paths(item), self.pool)))
             if len(futures) > self.read_ahead:
-                yield futures.popleft().result()
+                done, future = futures.popleft()
+                yield done, future.result()
         while futures:
-            yield futures.popleft().result()
+            done, future = futures.popleft()
+            yield done, future.result()
 
     def release(self, batch: ReadBatch) -> None:
         """Called from any thread once the batch's images are written."""
@@ -179,35 +190,61 @@ class ProcessImageReader:
         self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for slot in range(slots):
             self.free.put(slot)
-        self.overflow = ThreadImageReader(read_ahead=0)
+        self.overflow = _BufferPool()  # for a batch too large for a slot, read here
         context = multiprocessing.get_context("fork")
         self.connection, child_end = context.Pipe()
         self.process = context.Process(target=_serve, args=(child_end, self.slots, prefault_bytes), name="fpus23-image-reader", daemon=True)
         self.process.start()
         child_end.close()
 
-    def batches(self, batches: Sequence[Sequence[str]]) -> Iterator[ReadBatch]:
-        requested: deque[int] = deque()  # slots of requests sent and not yet answered, in order
-        sent = 0
-        for number, paths in enumerate(batches):
-            while sent < len(batches) and len(requested) <= self.read_ahead:
-                if sent == number:  # the batch needed now: wait for a slot (written batches free theirs)
-                    slot = self.free.get()
-                else:
+    def batches(self, items: Iterable[T], paths: Callable[[T], Sequence[str]],
+                stalled: Callable[[], None] | None = None) -> Iterator[tuple[T, ReadBatch]]:
+        """(item, its images) for each item in order, `items` taken lazily a few ahead.
+
+        Taking the next item may take a while (the build parses the next stream): the child reads
+        the batches already asked for meanwhile. While every slot is held, `stalled()` is called
+        now and then: it raises if whoever releases them has failed (a batch whose write failed is
+        never released).
+        """
+        items = iter(items)
+        requested: deque[tuple[T, list[str], int]] = deque()  # asked for and not yet answered, in order
+        exhausted = False
+        while True:
+            # Ask ahead, but hand over a batch as soon as it is read: asking for the next may wait for
+            # the next stream to be parsed.
+            while not exhausted and len(requested) <= self.read_ahead and not (requested and self.connection.poll()):
+                if requested:
                     try:
                         slot = self.free.get_nowait()
                     except queue.Empty:
                         break
-                self._send((slot, list(batches[sent])))
-                requested.append(slot)
-                sent += 1
-            slot = requested.popleft()
+                else:  # the batch needed now: wait for a slot (written batches free theirs)
+                    slot = self._free_slot(stalled)
+                item = next(items, _END)
+                if item is _END:
+                    self.free.put(slot)
+                    exhausted = True
+                    break
+                batch_paths = list(paths(item))
+                self._send((slot, batch_paths))
+                requested.append((item, batch_paths, slot))
+            if not requested:
+                return
+            item, batch_paths, slot = requested.popleft()
             reply = self._receive()
             if reply is None:  # larger than a slot
                 self.free.put(slot)
-                yield next(self.overflow.batches([paths]))
+                yield item, _read_pooled(batch_paths, self.overflow)
             else:
-                yield ReadBatch(memoryview(self.slots[slot]), *reply, slot=slot)
+                yield item, ReadBatch(memoryview(self.slots[slot]), *reply, slot=slot)
+
+    def _free_slot(self, stalled: Callable[[], None] | None) -> int:
+        while True:
+            try:
+                return self.free.get(timeout=0.05)
+            except queue.Empty:
+                if stalled is not None:
+                    stalled()
 
     def _send(self, request: tuple[int, list[str]]) -> None:
         try:
@@ -231,7 +268,7 @@ class ProcessImageReader:
     def release(self, batch: ReadBatch) -> None:
         """Called from any thread once the batch's images are written."""
         if batch.slot is None:
-            self.overflow.release(batch)
+            self.overflow.give_back(batch.buffer)
         else:
             self.free.put(batch.slot)
 
@@ -245,25 +282,31 @@ class ProcessImageReader:
             self.process.kill()
             self.process.join()
         self.connection.close()
-        self.overflow.close()
         # The slots are unmapped when the last view on them goes (a writer may still hold one after a failure).
 
 
 def _serve(connection, slots: list[mmap.mmap], prefault_bytes: int) -> None:
     """The child: answer each (slot, paths) request with what `read_into` finds, until None.
 
-    First it touches the first `prefault_bytes` of each slot, while the parent still plans: on a VM
-    whose host backs guest memory lazily, a page's first touch costs about 1 s per GB.
+    While no request waits, it touches the first `prefault_bytes` of each slot, a megabyte at a time:
+    on a VM whose host backs guest memory lazily, a page's first touch costs about 1 s per GB.
     """
-    for slot in slots:
-        for offset in range(0, min(prefault_bytes, len(slot)), mmap.PAGESIZE):
-            slot[offset] = 0
+    # Only slots never asked for yet: once handed over, a slot's bytes are the parent's until released.
+    untouched = {k: list(range(0, min(prefault_bytes, len(slot)), PREFAULT_STEP))[::-1] for k, slot in enumerate(slots)}
     views = [memoryview(slot) for slot in slots]
     while True:
+        while untouched and not connection.poll():  # only while no request waits
+            k = min(untouched)
+            start = untouched[k].pop()
+            for offset in range(start, min(start + PREFAULT_STEP, len(slots[k])), mmap.PAGESIZE):
+                slots[k][offset] = 0
+            if not untouched[k]:
+                del untouched[k]
         request = connection.recv()
         if request is None:
             return
         slot, paths = request
+        untouched.pop(slot, None)
         try:
             reply = read_into(paths, lambda total: views[slot] if total <= len(views[slot]) else None)
         except BaseException:
@@ -280,5 +323,5 @@ def can_fork_reader() -> bool:
 def open_image_reader(slot_bytes: int, expected_batch_bytes: int = 0, use_process: bool = True) -> ThreadImageReader | ProcessImageReader:
     """A process reader if it can be forked safely, else a thread reader."""
     if use_process and can_fork_reader():
-        return ProcessImageReader(max(slot_bytes, MIN_SLOT_BYTES), prefault_bytes=int(expected_batch_bytes * 1.25))
+        return ProcessImageReader(max(slot_bytes, MIN_SLOT_BYTES), slots=SLOTS, prefault_bytes=int(expected_batch_bytes * 1.25))
     return ThreadImageReader()

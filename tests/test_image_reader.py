@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -30,7 +31,7 @@ def files(tmp_path):
 def _collect(reader, batches):
     out = []
     try:
-        for batch in reader.batches(batches):
+        for _, batch in reader.batches(batches, lambda paths: paths):
             out.append(([bytes(batch.image(k)) for k in range(len(batch.infos))], list(batch.infos), list(batch.digests), batch.slot))
             reader.release(batch)
     finally:
@@ -60,7 +61,8 @@ def test_a_slot_is_reused_only_once_released(files):
     reader = ProcessImageReader(1 << 20, slots=3, read_ahead=2)
     held = []
     try:
-        for batch in reader.batches(batches):
+        for paths, batch in reader.batches(iter(batches), lambda paths: paths):
+            assert len(batch.infos) == len(paths)
             assert batch.slot not in {b.slot for b in held}
             held.append(batch)
             if len(held) == 2:  # keep two batches, as queued writes do
@@ -74,7 +76,7 @@ def test_a_reader_process_that_dies_is_an_error_not_a_hang(files):
     os.kill(reader.process.pid, signal.SIGKILL)
     reader.process.join()
     with pytest.raises(ImageReaderError, match="ended unexpectedly"):
-        list(reader.batches([files[:3]]))
+        list(reader.batches([files[:3]], lambda paths: paths))
     reader.close()
 
 
@@ -83,3 +85,19 @@ def test_no_fork_while_other_threads_run(monkeypatch):
     reader = image_reader.open_image_reader(1 << 20)
     assert isinstance(reader, ThreadImageReader)
     reader.close()
+
+
+def test_readying_idle_slots_never_touches_a_batch_handed_over(files):
+    """The child touches the pages of slots not yet used while it waits; a batch in the parent's hands stays intact."""
+    batches = [files[k : k + 3] for k in range(0, 21, 3)]
+    expected = {p: open(p, "rb").read() for p in files if os.path.exists(p)}
+    reader = ProcessImageReader(1 << 20, slots=4, read_ahead=1, prefault_bytes=1 << 20)
+    try:
+        for paths, batch in reader.batches(batches, lambda paths: paths):
+            time.sleep(0.05)  # the child is idle meanwhile, readying the slots not yet used
+            for k, path in enumerate(paths):
+                if batch.infos[k] is not None:
+                    assert bytes(batch.image(k)) == expected[path], path
+            reader.release(batch)
+    finally:
+        reader.close()
