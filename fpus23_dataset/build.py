@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections import Counter, defaultdict, deque
@@ -24,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
@@ -40,9 +39,9 @@ from .parquet_images import ImageParquetWriter
 from .progress import tqdm
 from .report import Report
 from .row_group import RowGroupRows
-from .sources import IMAGE_SUFFIXES, Source, configs_of, discover, iter_source
+from .sources import Source, configs_of, discover, read_source
 from .validate import fit_to_image, relative
-from .splits import PaperSplit, stream_split
+from .splits import paper_split, stream_split
 
 DATA_PAGE_BYTES = 1 << 20
 MAX_SHARD_BYTES = 500 * 1024 * 1024
@@ -75,32 +74,16 @@ def _plan_frames(frames: Sequence[Frame], source: Source, report: Report) -> lis
     return out
 
 
-def _mean_image_bytes(paths: Iterable[Path | str], sample: int = 256) -> float:
-    """The mean file size of up to `sample` of `paths` spread over them (1 if none can be read)."""
-    paths = list(paths)
+def _mean_image_bytes(frames: Sequence[Frame]) -> float:
+    """The mean file size of a sample of the images: shards are cut by frame count, read slots sized by it."""
+    step = max(1, len(frames) // 256)
     sizes = []
-    for path in paths[:: max(1, len(paths) // sample)]:
+    for frame in frames[::step]:
         try:
-            sizes.append(os.stat(path).st_size)
+            sizes.append(os.stat(frame.image_path).st_size)
         except OSError:
             continue
     return max(1.0, sum(sizes) / len(sizes)) if sizes else 1.0
-
-
-def _sample_images(source: Source, per_folder: int = 8) -> Iterator[str]:
-    """A few image files of each image folder of a source (and of the folders below its plane folders)."""
-    folders = [d for name in sorted(source.streams) for d in source.streams[name].image_dirs]
-    folders += [p for folder in source.plane_folders.values() for p in (folder, *sorted(folder.glob("*/")))]
-    for folder in folders:
-        try:
-            with os.scandir(folder) as entries:
-                found = 0
-                for entry in entries:
-                    if found < per_folder and entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
-                        found += 1
-                        yield entry.path
-        except OSError:
-            continue
 
 
 @dataclass
@@ -175,13 +158,11 @@ class _WriteQueue:
 
 
 class _DataWriter:
-    """Row groups, in planned order, into `data/<group>-0000k-of-0000n.parquet`: one file open at a time.
+    """Row groups, in planned order, into `data/<split>-0000k-of-0000n.parquet`: one file open at a time.
 
-    Each row group holds the rows of a planned batch of frames of one split group (a stream): its
-    Parquet dictionary page stores each of those images once, and all of a frame's rows (one per
-    config) point to it. Row groups and shards are fixed by the plan, so the bytes depend on the
-    input alone. Once the stream split is chosen, `place` moves each group's files into
-    `data/<split>/`.
+    Each row group holds the rows of a planned group of frames (a read batch): its Parquet
+    dictionary page stores each of those images once, and all of a frame's rows (one per config)
+    point to it. Row groups and shards are fixed by the plan, so the bytes depend on the input alone.
     """
 
     def __init__(self, root: Path, queue: _WriteQueue):
@@ -191,17 +172,15 @@ class _DataWriter:
         self.writer: ImageParquetWriter | None = None
         self.sink = None
         self.opened: list = []  # every writer and sink, for `abandon`
-        self.files: dict[str, list[str]] = {}  # group -> its files, as written
-        self.stems: dict[str, str] = {}  # group -> its files' name stem
-        # Shared file after file: every write to a sink runs in the one writer thread, a file closed before the next is written.
+        self.files: list[str] = []
+        # Reused file after file: every write to a sink runs in the one writer thread, a file closed before the next is written.
         self.buffers = DirectBuffers() if DIRECT_IO else None
 
-    def open(self, group: str, shard: int, shards: int) -> ImageParquetWriter:
-        """The writer of shard `shard` of `group`, opening its file (and closing the previous one) if new."""
-        if self.current != (group, shard):
+    def open(self, split: str, shard: int, shards: int) -> ImageParquetWriter:
+        """The writer of shard `shard` of `split`, opening its file (and closing the previous one) if new."""
+        if self.current != (split, shard):
             self.close()
-            stem = self.stems.setdefault(group, _file_stem(group, set(self.stems.values())))
-            name = f"{DATA_DIR}/{stem}-{shard:05d}-of-{shards:05d}.parquet"
+            name = f"{DATA_DIR}/{split}-{shard:05d}-of-{shards:05d}.parquet"
             (self.root / DATA_DIR).mkdir(exist_ok=True)
             self.sink = DirectFile(self.root / name, buffers=self.buffers) if DIRECT_IO else open(self.root / name, "xb")
             self.opened.append(self.sink)
@@ -213,8 +192,8 @@ class _DataWriter:
                 dictionary_pagesize_limit=1 << 30, data_page_size=DATA_PAGE_BYTES,
             )
             self.opened.append(self.writer)
-            self.current = (group, shard)
-            self.files.setdefault(group, []).append(name)
+            self.current = (split, shard)
+            self.files.append(name)
         return self.writer
 
     def write(self, table: pa.Table, images: list, indices: list[int], release: Callable[[], None]) -> None:
@@ -227,24 +206,6 @@ class _DataWriter:
             self.queue.submit(self.sink.close)
             self.writer, self.sink = None, None
 
-    def place(self, split_of: Mapping[str, str]) -> dict[str, list[str]]:
-        """Once every file is closed: each group's files moved into `data/<split>/`; split -> its files."""
-        placed: dict[str, list[str]] = {}
-        for group, names in self.files.items():
-            split = split_of[group]
-            (self.root / DATA_DIR / split).mkdir(exist_ok=True)
-            for name in names:
-                final = f"{DATA_DIR}/{split}/{Path(name).name}"
-                os.rename(self.root / name, self.root / final)
-                placed.setdefault(split, []).append(final)
-        return {split: sorted(placed[split]) for split in schema.SPLITS if split in placed}
-
-    def finish(self) -> None:
-        """Once the queue is drained: wait until every file is on disk (a failed write is raised here)."""
-        if self.buffers is not None:
-            self.buffers.finish()
-            self.buffers.close()
-
     def abandon(self) -> None:
         """After a failure, once the queue is closed: release open files, writing nothing more (their folder is removed)."""
         for item in self.opened:
@@ -252,19 +213,6 @@ class _DataWriter:
                 item.abandon()  # no footer, also not from __del__
             else:
                 item.close()
-        if self.buffers is not None:
-            self.buffers.close()
-
-
-def _file_stem(group: str, taken: set[str]) -> str:
-    """A file name stem for a split group: its name, with characters that are unsafe in a file name or
-    a glob replaced (a plane folder's blocks of frames are `AC_PLANE#3`), unique in the build."""
-    stem = re.sub(r"[^A-Za-z0-9._+=@-]", "_", group).lstrip(".") or "group"
-    candidate, k = stem, 1
-    while candidate in taken:
-        k += 1
-        candidate = f"{stem}_{k}"
-    return candidate
 
 
 def _plan_shards(rows: int, rows_per_shard: int) -> list[int]:
@@ -351,16 +299,43 @@ def _without_cyclic_gc() -> Iterator[None]:
 def _build(source_path, out: Path, version: str, seed: int, progress: bool, max_shard_bytes: int,
            configs: Sequence[str]) -> BuildResult:
     source = discover(source_path)
-    mean_image_bytes = _mean_image_bytes(_sample_images(source))
-    # Forked first, while this process runs no other thread; it readies its memory while the first export is parsed.
+    report = Report()
+    frames = read_source(source, report)
+    mean_image_bytes = _mean_image_bytes(frames)
+    # Started now, so the reader process readies its memory while this one plans and splits.
     reader = open_image_reader(int(2 * READ_BATCH * mean_image_bytes), expected_batch_bytes=int(READ_BATCH * mean_image_bytes),
                                use_process=READ_IN_PROCESS)
+    try:
+        return _plan_and_write(source, source_path, frames, out, version, seed, progress, max_shard_bytes, configs, report,
+                               reader, mean_image_bytes)
+    finally:
+        reader.close()
+
+
+def _plan_and_write(source, source_path, frames, out, version, seed, progress, max_shard_bytes, configs, report, reader,
+                    mean_image_bytes) -> BuildResult:
+    rows = _plan_frames(frames, source, report)
+    if not rows:
+        raise BuildError(f"{source_path}: nothing usable (no frame with an image and a label)\n" + report.format_text())
+
+    groups = stream_split([r.frame for r in rows], seed)
+    members: dict[str, list[str]] = {config: [] for config in schema.CONFIGS}
+    for row in rows:
+        for config in row.configs:
+            members[config].append(row.frame.image_id)
+    paper = {config: paper_split(members[config], config, seed) for config in schema.CONFIGS}
+    # split -> frames in order (stream, frame, name); each frame once, with all its configs' rows
+    plan: dict[str, list[PlannedFrame]] = {split: [] for split in schema.SPLITS}
+    for row in rows:
+        if any(config in configs for config in row.configs):
+            plan[groups[row.frame.split_group]].append(row)
+    frames_per_shard = max(1, int(max_shard_bytes // mean_image_bytes))
+    for config in set(report.excluded) - set(configs):
+        del report.excluded[config]
+
     temporary = sibling_temp_dir(out)
     try:
-        try:
-            result = _write(temporary, source, source_path, reader, version, seed, progress, max_shard_bytes, set(configs))
-        finally:
-            reader.close()
+        result = _write(temporary, source, plan, set(configs), paper, report, version, progress, frames_per_shard, reader)
         _replace(temporary, out)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -371,64 +346,36 @@ def _build(source_path, out: Path, version: str, seed: int, progress: bool, max_
 
 @dataclass
 class _RowGroup:
-    group: str  # the split group (stream) its frames belong to
+    split: str
     shard: int
     shards: int
     frames: Sequence[PlannedFrame]
 
 
-class _Planner:
-    """Plans each split group as it comes from the source: boxes fitted to the stated image size,
-    configs, paper splits, and the group's row groups of READ_BATCH frames cut into shards."""
-
-    def __init__(self, source: Source, report: Report, configs: set[str], seed: int, max_shard_bytes: int):
-        self.source, self.report, self.configs, self.max_shard_bytes, self.seed = source, report, configs, max_shard_bytes, seed
-        self.rows: list[PlannedFrame] = []  # every planned frame, for the stream split
-        self.split_of: dict[str, str] = {}  # split group -> split, once all are planned
-        self.paper = PaperSplit(seed)
-        self.paper_of: dict[str, dict[str, str]] = {config: {} for config in schema.CONFIGS}  # config -> image id -> split
-
-    def row_groups(self, groups: Iterable[list[Frame]]) -> Iterator[_RowGroup]:
-        """The row groups of each group in turn; once the last group is planned, `split_of` is set:
-        the stream split is chosen while the last row groups are still being read and written."""
-        for frames in groups:
-            rows = _plan_frames(frames, self.source, self.report)
-            if not rows:
-                continue
-            self.rows.extend(rows)
-            group = rows[0].frame.split_group
-            for config in schema.CONFIGS:  # all configs, so that a build of some gives the same paper splits
-                ids = [row.frame.image_id for row in rows if config in row.configs]
-                if ids:
-                    self.paper_of[config].update(self.paper.assign(config, group, ids))
-            batches = _batches([row for row in rows if not self.configs.isdisjoint(row.configs)], READ_BATCH)
-            if not batches:
-                continue
-            frames_per_shard = self.max_shard_bytes // _mean_image_bytes([row.frame.image_path for row in rows], sample=32)
-            shard_ends = _plan_shards(len(batches), max(1, int(frames_per_shard) // READ_BATCH))
-            for number, batch in enumerate(batches):
-                yield _RowGroup(group, bisect.bisect_right(shard_ends, number), len(shard_ends), batch)
-        if self.rows:
-            self.split_of = stream_split([row.frame for row in self.rows], self.seed)
+def _row_groups(plan: dict[str, list[PlannedFrame]], frames_per_shard: int) -> list[_RowGroup]:
+    """Each split's frames cut into row groups of READ_BATCH frames, and those into shards of whole row groups."""
+    out = []
+    for split, frames in plan.items():
+        batches = _batches(frames, READ_BATCH)
+        if not batches:
+            continue
+        shard_ends = _plan_shards(len(batches), max(1, frames_per_shard // READ_BATCH))
+        for number, batch in enumerate(batches):
+            out.append(_RowGroup(split, bisect.bisect_right(shard_ends, number), len(shard_ends), batch))
+    return out
 
 
-def _write(root: Path, source: Source, source_path, reader, version: str, seed: int, progress: bool, max_shard_bytes: int,
-           configs: set[str]) -> BuildResult:
-    """Each split group written while the next is parsed; the stream split, chosen once all are, only
-    decides which folder each group's files go to."""
-    report = Report()
-    planner = _Planner(source, report, configs, seed, max_shard_bytes)
+def _write(root, source, plan, configs, paper, report, version, progress, frames_per_shard, reader) -> BuildResult:
+    work = _row_groups(plan, frames_per_shard)
+    frames = [row for group in work for row in group.frames]
     queue = _WriteQueue()
     writer = _DataWriter(root, queue)
-    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)  # (config, group) -> class -> rows (bounds: boxes, "__rows__")
-    image_bytes: Counter = Counter()  # (config, group) -> bytes of its rows' images
+    counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    image_bytes: Counter = Counter()  # (config, split) -> bytes of its rows' images
     digests: dict[str, str] = {}
-    frames_read = 0
     next_object_id = iter(range(1, 1 << 62)).__next__
-    groups = iter_source(source, report)
     try:
-        with tqdm(desc="build", unit="frame", disable=not progress, mininterval=0.5) as bar:
-            work = planner.row_groups(groups)
+        with tqdm(total=len(frames), desc="build", unit="frame", disable=not progress, mininterval=0.5) as bar:
             paths = lambda group: [str(row.frame.image_path) for row in group.frames]  # noqa: E731
             for group, batch in reader.batches(work, paths, stalled=queue.raise_if_failed):
                 rows = RowGroupRows()
@@ -443,55 +390,40 @@ def _write(root: Path, source: Source, source_path, reader, version: str, seed: 
                     for config in _check_size(row, info, source.root, report):
                         if config not in configs:
                             continue
-                        rows.add(position, frame, config, planner.paper_of[config][frame.image_id], next_object_id)
-                        image_bytes[(config, group.group)] += size
+                        rows.add(position, frame, config, paper[config][frame.image_id], next_object_id)
+                        image_bytes[(config, group.split)] += size
                         if config == "bounds":
-                            counts[(config, group.group)]["__rows__"] += 1
-                            counts[(config, group.group)].update(b.category for b in frame.boxes)
+                            counts[config][group.split]["__rows__"] += 1
+                            counts[config][group.split].update(b.category for b in frame.boxes)
                         else:
-                            counts[(config, group.group)][frame.labels[config]] += 1
-                shard_writer = writer.open(group.group, group.shard, group.shards)
+                            counts[config][group.split][frame.labels[config]] += 1
+                shard_writer = writer.open(group.split, group.shard, group.shards)
                 if rows:
                     table, stored, indices = rows.table(writer.schema, shard_writer.stand_ins, _identical_images(batch, rows.positions))
                     release = lambda batch=batch: reader.release(batch)  # noqa: E731
                     writer.write(table, [batch.image(p) for p in stored], indices, release)
                 else:
                     reader.release(batch)
-                frames_read += len(group.frames)
                 bar.update(len(group.frames))
-        if not planner.rows:
-            raise BuildError(f"{source_path}: nothing usable (no frame with an image and a label)\n" + report.format_text())
-        split_of = planner.split_of
         writer.close()
         queue.drain()
-        writer.finish()
     except BaseException:
         queue.close(cancel_pending=True)
         writer.abandon()
         raise
-    finally:
-        groups.close()
     queue.close()
     if not digests:
         raise BuildError("nothing usable: no image could be read\n" + report.format_text())
-    for config in set(report.excluded) - configs:
-        del report.excluded[config]
     report.totals["frames_with_rows"] = len(digests)
-    files = writer.place(split_of)
-    per_split: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    split_bytes: Counter = Counter()
-    for (config, group), counter in counts.items():
-        per_split[config][split_of[group]].update(counter)
-        split_bytes[(config, split_of[group])] += image_bytes[(config, group)]
     fingerprint = _fingerprint(source, digests)
-    result = BuildResult(root, version, {c: dict(s) for c, s in per_split.items()}, report, fingerprint, frames_read,
-                         files=sorted(name for names in files.values() for name in names))
-    for split, names in files.items():
-        result.file_sizes[split] = sum((root / name).stat().st_size for name in names)
+    result = BuildResult(root, version, {c: dict(s) for c, s in counts.items()}, report, fingerprint, len(frames), files=sorted(writer.files))
+    for name in writer.files:
+        split = Path(name).name.split("-")[0]
+        result.file_sizes[split] = result.file_sizes.get(split, 0) + (root / name).stat().st_size
     result.bytes_written = sum(result.file_sizes.values())
     split_sizes = {
-        (config, split): (counter["__rows__"] if config == "bounds" else sum(counter.values()), split_bytes[(config, split)])
-        for config, by_split in per_split.items() for split, counter in by_split.items()
+        (config, split): (sum(counts[config][split].values()) if config != "bounds" else counts[config][split]["__rows__"], image_bytes[(config, split)])
+        for config in counts for split in counts[config]
     }
     (root / "README.md").write_text(render_card(result, source.layout, split_sizes), encoding="utf-8")
     report_dict = report.to_dict()

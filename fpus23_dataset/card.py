@@ -37,7 +37,7 @@ def _metadata(result: "BuildResult", split_sizes: dict[tuple[str, str], tuple[in
         configs.append(
             {
                 "config_name": config,
-                "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}/*.parquet"} for s in splits],
+                "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*.parquet"} for s in splits],
                 "columns": config_columns(config),
                 "filters": [[CONFIG_COLUMN, "==", config]],
             }

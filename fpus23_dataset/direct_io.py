@@ -1,27 +1,20 @@
-"""Write large output files with direct I/O, from a few reused aligned buffers, in the background.
+"""Write large output files with direct I/O, through one reused aligned buffer.
 
 A build writes its Parquet files once and does not read them back. Through the page cache, each
 written page is fresh memory the kernel must find (on a VM, memory the host may have to back first),
-and the written data evicts the user's cached files. With O_DIRECT the bytes go from 8 MB buffers,
-reused for the whole build, straight to the disk: a background thread writes a full buffer while the
-caller fills the next. Where the filesystem refuses O_DIRECT (some network and FUSE filesystems), the
-file is written through the page cache as usual.
-
-The files of a build share one `DirectBuffers`: its thread writes them one after another, in order,
-and closing a file only queues its last block, so the caller goes on with the next file while the
-disk finishes the last (a build writes a file per stream; waiting at each file's end kept the disk
-idle for a fifth of the build). `DirectBuffers.finish` waits for it all and raises a failed write.
+and the written data evicts the user's cached files. With O_DIRECT the bytes go from two 8 MB
+buffers, reused for the whole file, straight to the disk: one is written out by a background thread
+while the caller fills the other. Where the filesystem refuses O_DIRECT (some network and FUSE
+filesystems), the file is written through the page cache as usual.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import mmap
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 BLOCK = 4096  # O_DIRECT wants offsets, lengths and the buffer address aligned (512 B suffices on most disks)
 CHUNK = 8 << 20
@@ -29,78 +22,29 @@ O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
 class DirectBuffers:
-    """Page-aligned buffers, used in turn, and the one thread that writes them out, in order."""
+    """The two page-aligned buffers of a `DirectFile`, reusable by the files written one after another.
 
-    def __init__(self, chunk: int = CHUNK, count: int = 3):
-        if chunk % BLOCK:
-            raise ValueError(f"chunk {chunk} is not a multiple of {BLOCK}")
+    Memory touched for the first time is slow on a VM whose host backs it lazily (about 1 s per GB
+    here): fresh buffers for each of a build's files cost more than writing from warm ones.
+    """
+
+    def __init__(self, chunk: int = CHUNK):
         self.chunk = chunk
-        self.buffers = [mmap.mmap(-1, chunk) for _ in range(count)]  # page-aligned
-        self.views = [memoryview(b) for b in self.buffers]
-        self.pending: list[Future | None] = [None] * count  # the background write of each buffer
-        self.tasks: list[Future] = []  # other background work (closing files), until `finish`
-        self.next = 0
-        self.flusher = ThreadPoolExecutor(1, thread_name_prefix="direct-io")
-
-    def take(self) -> int:
-        """The next buffer, once its earlier write is done (which re-raises that write's failure)."""
-        index, self.next = self.next, (self.next + 1) % len(self.buffers)
-        self._wait(index)
-        return index
-
-    def write_out(self, index: int, write: Callable[[memoryview], None], length: int) -> None:
-        """`write(buffer[:length])` in the background; the buffer is not taken again before it is done."""
-        self.pending[index] = self.flusher.submit(write, self.views[index][:length])
-
-    def later(self, fn: Callable[[], None]) -> None:
-        """`fn()` in the background, after every write queued so far."""
-        self.tasks.append(self.flusher.submit(fn))
-
-    def _wait(self, index: int) -> None:
-        future, self.pending[index] = self.pending[index], None
-        if future is not None:
-            future.result()
-
-    def finish(self) -> None:
-        """Wait for every queued write and task; raise the first failure."""
-        failure = None
-        for future in [*self.pending, *self.tasks]:
-            if future is not None:
-                try:
-                    future.result()
-                except BaseException as error:  # noqa: BLE001 - every future is waited for; the first failure is raised
-                    failure = failure or error
-        self.pending = [None] * len(self.buffers)
-        self.tasks = []
-        if failure is not None:
-            raise failure
+        self.buffers = [mmap.mmap(-1, chunk) for _ in range(2)]
 
     def close(self) -> None:
-        """Finish (failures ignored: a caller that cares calls `finish` first) and free the buffers."""
-        try:
-            self.finish()
-        except BaseException:  # noqa: BLE001
-            pass
-        self.flusher.shutdown(wait=True)
-        for view, buffer in zip(self.views, self.buffers):
-            view.release()
-            with contextlib.suppress(BufferError):  # a slice still held somewhere: freed with it instead
-                buffer.close()
+        for buffer in self.buffers:
+            buffer.close()
 
 
 class DirectFile:
-    """A write-only binary file object (what pyarrow needs: write, tell, flush, close, closed).
+    """A write-only binary file object (what pyarrow needs: write, tell, flush, close, closed)."""
 
-    With `buffers` shared by several files, `close` returns once the file's last block is queued;
-    `buffers.finish()` says when every file is complete. Without, the file has its own and `close`
-    waits.
-    """
-
-    def __init__(self, path: Path | str, chunk: int = CHUNK, buffers: DirectBuffers | None = None):
+    def __init__(self, path: Path | str, chunk: int = CHUNK, buffers: "DirectBuffers | None" = None):
+        if chunk % BLOCK:
+            raise ValueError(f"chunk {chunk} is not a multiple of {BLOCK}")
         if buffers is not None and buffers.chunk != chunk:
             raise ValueError(f"buffers of {buffers.chunk} bytes for a file written in chunks of {chunk}")
-        self._own = buffers is None
-        self._pool = DirectBuffers(chunk, count=2) if buffers is None else buffers
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             self._fd = os.open(path, flags | O_DIRECT)
@@ -110,8 +54,14 @@ class DirectFile:
                 raise
             self._fd = os.open(path, flags)
             self.direct = False
+        self._own_buffers = buffers is None
+        self._buffers = (buffers or DirectBuffers(chunk)).buffers
+        self._views = [memoryview(b) for b in self._buffers]
+        self._current = 0
+        self._view = self._views[0]
+        self._pending: list[Future | None] = [None, None]  # the background write of each buffer
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="direct-io")
         self._chunk = chunk
-        self._index: int | None = None  # the buffer being filled, taken at the first byte
         self._filled = 0
         self._written = 0
         self.closed = False
@@ -121,17 +71,27 @@ class DirectFile:
         data = memoryview(data).cast("B")
         size, start = len(data), 0
         while start < size:
-            if self._index is None:
-                self._index = self._pool.take()
             take = min(self._chunk - self._filled, size - start)
-            self._pool.views[self._index][self._filled : self._filled + take] = data[start : start + take]
+            self._view[self._filled : self._filled + take] = data[start : start + take]
             self._filled += take
             start += take
             if self._filled == self._chunk:
-                self._pool.write_out(self._index, self._write_out, self._chunk)
-                self._index, self._filled = None, 0
+                self._hand_over()
         self._written += size
         return size
+
+    def _hand_over(self) -> None:
+        """Write the full buffer in the background and go on filling the other one."""
+        self._pending[self._current] = self._flusher.submit(self._write_out, self._view)
+        self._current = 1 - self._current
+        self._view = self._views[self._current]
+        self._filled = 0
+        self._wait(self._current)
+
+    def _wait(self, which: int) -> None:
+        future, self._pending[which] = self._pending[which], None
+        if future is not None:
+            future.result()  # re-raises a failed write
 
     def _write_out(self, view: memoryview) -> None:
         while len(view):
@@ -148,12 +108,6 @@ class DirectFile:
         fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~O_DIRECT)
         self.direct = False
 
-    def _write_tail(self, view: memoryview) -> None:
-        """The last, partial block: written padded to a whole block (O_DIRECT), the file then cut to size."""
-        self._write_out(view)
-        if len(view) != self._written % self._chunk:
-            os.ftruncate(self._fd, self._written)
-
     def tell(self) -> int:
         return self._written
 
@@ -166,20 +120,24 @@ class DirectFile:
     def close(self) -> None:
         if self.closed:
             return
-        self.closed = True
         try:
+            self._wait(1 - self._current)
             if self._filled:
-                index, filled = self._index, self._filled
-                padded = -(-filled // BLOCK) * BLOCK if self.direct else filled
-                self._pool.views[index][filled:padded] = bytes(padded - filled)
-                self._pool.write_out(index, self._write_tail, padded)
-            self._index, self._filled = None, 0
-            self._pool.later(lambda: os.close(self._fd))
-            if self._own:
-                self._pool.finish()
+                if self.direct:
+                    padded = -(-self._filled // BLOCK) * BLOCK
+                    self._view[self._filled : padded] = bytes(padded - self._filled)
+                    self._write_out(self._view[:padded])
+                    os.ftruncate(self._fd, self._written)
+                else:
+                    self._write_out(self._view[: self._filled])
         finally:
-            if self._own:
-                self._pool.close()
+            self._flusher.shutdown(wait=True)
+            os.close(self._fd)
+            self.closed = True
+            for view, buffer in zip(self._views, self._buffers):
+                view.release()
+                if self._own_buffers:
+                    buffer.close()
 
     def __enter__(self) -> "DirectFile":
         return self

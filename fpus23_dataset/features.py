@@ -1,6 +1,6 @@
 """Hugging Face features of each config, declared once, in the form `datasets` serialises them.
 
-All configs are stored in one table (`data/<split>/*.parquet`, one row per frame and config, a
+All configs are stored in one table (`data/<split>-*.parquet`, one row per frame and config, a
 `config` column naming the row's config): each image is stored once per row group, as a value of
 the Parquet dictionary page of `image.bytes` that the rows of its frame share. Each config is a
 view of that table — its columns, its rows (`config == name`) and its own features (ClassLabel
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _ARROW_VALUES = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64()}
 IMAGE_ARROW_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 CONFIG_COLUMN = "config"
-DATA_DIR = "data"  # data/<split>/<stream>-0000k-of-0000n.parquet
+DATA_DIR = "data"  # data/<split>-0000k-of-0000n.parquet
 
 
 def _value(dtype: str) -> dict:

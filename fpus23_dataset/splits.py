@@ -11,7 +11,7 @@ to 2.5x the split's target.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -100,30 +100,18 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     return best_assignment
 
 
-class PaperSplit:
-    """The paper's protocol, random per frame (8:1:1, or 8:2 for bounds), assigned stream by stream.
-
-    A build writes each stream while the next is parsed, so a frame's paper split is chosen without
-    the frames still to come: each config's frames take places in build order, every place going to
-    the split furthest below its share of the places so far, and a seeded random permutation of each
-    stream decides which of its frames takes which place. Every split holds its share of each config
-    to within one frame, and a stream's frames are spread at random over all splits, as in the
-    paper, near-duplicates leaking across them.
-    """
-
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-        self.taken: dict[str, Counter] = {config: Counter() for config in schema.PAPER_RATIOS}
-
-    def assign(self, config: str, group: str, image_ids: Sequence[str]) -> dict[str, str]:
-        """image id -> paper split for the frames of `config` in one split group (a stream), in build order."""
-        ratios = schema.PAPER_RATIOS[config]
-        taken = self.taken[config]
-        places = []
-        for _ in image_ids:
-            seen = taken.total() + 1
-            split = max(ratios, key=lambda s: ratios[s] * seen - taken[s])  # the first of the furthest behind
-            taken[split] += 1
-            places.append(split)
-        order = np.random.default_rng(stable_seed("paper-split", config, group, self.seed)).permutation(len(image_ids))
-        return {image_ids[position]: place for position, place in zip(order, places)}
+def paper_split(image_ids: Iterable[str], config: str, seed: int = 0) -> dict[str, str]:
+    """The paper's protocol: a seeded random permutation of a config's frames cut at exact ratios."""
+    ids = sorted(image_ids)
+    ratios = schema.PAPER_RATIOS[config]
+    rng = np.random.default_rng(stable_seed("paper-split", config, seed))
+    order = rng.permutation(len(ids))
+    out: dict[str, str] = {}
+    start = 0
+    names = list(ratios)
+    for k, split in enumerate(names):
+        end = len(ids) if k == len(names) - 1 else start + round(ratios[split] * len(ids))
+        for position in order[start:end]:
+            out[ids[position]] = split
+        start = end
+    return out

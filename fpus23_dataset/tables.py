@@ -1,6 +1,6 @@
 """Read a built dataset's rows straight from its Parquet shards, one config at a time.
 
-All configs share the files `data/<split>/*.parquet` (see `features`); a config's rows are those
+All configs share the files `data/<split>-*.parquet` (see `features`); a config's rows are those
 whose `config` column names it.
 """
 from __future__ import annotations
@@ -19,10 +19,8 @@ from .features import CONFIG_COLUMN, DATA_DIR
 def shard_files(path: Path | str, config: str) -> dict[str, list[Path]]:
     """split -> the shard files holding `config`'s rows, in order.
 
-    A build keeps a file per stream in a folder per split (`data/<split>/<stream>-*.parquet`).
-    Builds of earlier layouts are read as they are, so `diff`, `stats` and `export` span them all:
-    a file per split (`data/<split>-*.parquet`), and before that a folder of files per config
-    (`<config>/<split>-*.parquet`, no `config` column).
+    Builds by fpus23 0.1 kept a folder of files per config (`<config>/<split>-*.parquet`, no
+    `config` column); they are read as they are, so `diff`, `stats` and `export` span both layouts.
     """
     root = Path(path)
     folder = root / DATA_DIR
@@ -33,9 +31,7 @@ def shard_files(path: Path | str, config: str) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {}
     for file in sorted(folder.glob("*.parquet")):
         out.setdefault(file.name.split("-")[0], []).append(file)
-    for split in schema.SPLITS:
-        out.setdefault(split, []).extend(sorted((folder / split).glob("*.parquet")))
-    return {s: out[s] for s in schema.SPLITS if out.get(s)}
+    return {s: out[s] for s in schema.SPLITS if s in out}
 
 
 def config_rows(files: list[Path], config: str) -> int:
