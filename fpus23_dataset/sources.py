@@ -7,7 +7,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Generator, Iterator
 
 from . import schema
 from .cvat import Frame, frame_index, make_image_id, read_stream
@@ -139,34 +139,85 @@ def read_source(source: Source, report: Report, check_unannotated: bool = True) 
     Missing images are reported and their frames dropped here; image contents are checked later by
     whoever reads the bytes (build) or by validate.
     """
-    frames: list[Frame] = []
-    streams = sorted(source.streams)
-    for stream, stream_frames in zip(streams, _read_streams([(s, source.streams[s].xml_files) for s in streams], report)):
-        entry = source.streams[stream]
-        referenced = set()
-        locator = _ImageLocator(entry.image_dirs)
-        for frame in stream_frames:
-            report.totals["annotated_frames"] += 1
-            frame.image_path = locator.find(frame.name)
-            referenced.add(frame.name)
-            if frame.image_path is None:
-                where = ", ".join(str(d) for d in entry.image_dirs[:2])
-                report.add("missing_image", entry.xml_files[0], frame.image_id, f"{frame.name} not found in {where}")
-                report.exclude(configs_of(frame), "missing_image")
-                continue
-            frames.append(frame)
-        if check_unannotated:
-            for directory, names in zip(locator.directories, locator.listings):
-                for name in sorted(names - referenced):
-                    if name.lower().endswith(IMAGE_SUFFIXES):
-                        report.add("unannotated_image", directory / name, make_image_id(stream, name), "no <image> entry in the stream's exports")
-    frames.extend(_read_plane_folders(source, report))
-    merged = _merge_plane_rows(frames, report)
-    merged.sort(key=lambda f: (f.stream, f.index, f.name))
-    for frame in merged:
-        if not configs_of(frame):
-            report.add("unlabelled_frame", frame.image_path or "", frame.image_id, "no usable tag or box")
-    return merged
+    with iter_source(source, report, check_unannotated) as groups:
+        return [frame for group in groups for frame in group]
+
+
+def iter_source(source: Source, report: Report, check_unannotated: bool = True) -> "SourceGroups":
+    """The frames of each split group (a stream, or a block of an unknown stream's plane images), one
+    group at a time, in `read_source` order.
+
+    The exports start being parsed when this is called, in worker processes where that pays, so the
+    caller can do other work (a build imports its Parquet writer) before it takes the first group.
+    Plane folders are listed first: their images may label frames of any stream.
+    """
+    plane_frames: dict[str, list[Frame]] = {}
+    for frame in _read_plane_folders(source, report):
+        plane_frames.setdefault(frame.stream, []).append(frame)
+    xml_streams = sorted(source.streams)
+    parsed = _read_streams([(s, source.streams[s].xml_files) for s in xml_streams], report)
+    return SourceGroups(_groups(source, report, plane_frames, xml_streams, parsed, check_unannotated), parsed)
+
+
+class SourceGroups:
+    """An iterator over a source's split groups; `close` (also on exit of a `with`) stops the parsing."""
+
+    def __init__(self, groups: Iterator[list[Frame]], parsed) -> None:
+        self.groups, self.parsed = groups, parsed
+
+    def __iter__(self) -> "SourceGroups":
+        return self
+
+    def __next__(self) -> list[Frame]:
+        return next(self.groups)
+
+    def close(self) -> None:
+        self.parsed.close()
+
+    def __enter__(self) -> "SourceGroups":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _groups(source: Source, report: Report, plane_frames: dict[str, list[Frame]], xml_streams: list[str], parsed,
+            check_unannotated: bool) -> Iterator[list[Frame]]:
+    for stream in sorted(set(xml_streams) | set(plane_frames)):
+        frames = _located(source, stream, next(parsed), report, check_unannotated) if stream in source.streams else []
+        frames.extend(plane_frames.pop(stream, []))
+        merged = _merge_plane_rows(frames, report)
+        merged.sort(key=lambda f: (f.index, f.name))
+        groups: dict[str, list[Frame]] = {}
+        for frame in merged:
+            if not configs_of(frame):
+                report.add("unlabelled_frame", frame.image_path or "", frame.image_id, "no usable tag or box")
+            groups.setdefault(frame.split_group, []).append(frame)
+        yield from groups.values()
+
+
+def _located(source: Source, stream: str, stream_frames: list[Frame], report: Report, check_unannotated: bool) -> list[Frame]:
+    """A stream's parsed frames whose image is found, with its path; the others reported."""
+    entry = source.streams[stream]
+    referenced = set()
+    locator = _ImageLocator(entry.image_dirs)
+    frames = []
+    for frame in stream_frames:
+        report.totals["annotated_frames"] += 1
+        frame.image_path = locator.find(frame.name)
+        referenced.add(frame.name)
+        if frame.image_path is None:
+            where = ", ".join(str(d) for d in entry.image_dirs[:2])
+            report.add("missing_image", entry.xml_files[0], frame.image_id, f"{frame.name} not found in {where}")
+            report.exclude(configs_of(frame), "missing_image")
+            continue
+        frames.append(frame)
+    if check_unannotated:
+        for directory, names in zip(locator.directories, locator.listings):
+            for name in sorted(names - referenced):
+                if name.lower().endswith(IMAGE_SUFFIXES):
+                    report.add("unannotated_image", directory / name, make_image_id(stream, name), "no <image> entry in the stream's exports")
+    return frames
 
 
 PARALLEL_XML_BYTES = 2 << 20  # below this, starting processes costs more than it saves (the 34 shared streams: 8 MB)
@@ -177,13 +228,13 @@ def _read_one_stream(job: tuple[str, list[Path]]) -> tuple[list[Frame], Report]:
     return read_stream(job[0], job[1], found), found
 
 
-def _read_streams(jobs: list[tuple[str, list[Path]]], report: Report) -> Iterator[list[Frame]]:
+def _read_streams(jobs: list[tuple[str, list[Path]]], report: Report) -> Generator[list[Frame], None, None] | _ParallelStreams:
     """Each stream's frames, in order, its problems added to `report` as it comes; parsed in worker
     processes when it pays.
 
-    Parsing is Python-bound (the GIL rules out threads). Workers are forked, so only from a process
-    that runs no other thread (a fork copies locks held by other threads), and only on Linux-like
-    systems where fork is available.
+    Parsing is Python-bound (the GIL rules out threads). Workers are forked here and now, not when
+    the first stream is asked for, so only from a process that runs no other thread (a fork copies
+    locks held by other threads), and only on Linux-like systems where fork is available.
     """
     workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     size = 0
@@ -195,14 +246,27 @@ def _read_streams(jobs: list[tuple[str, list[Path]]], report: Report) -> Iterato
                 pass  # reported when it is read
     if workers < 2 or size < PARALLEL_XML_BYTES or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
         return (read_stream(stream, files, report) for stream, files in jobs)
-    return _parallel(jobs, workers, report)
+    return _ParallelStreams(multiprocessing.get_context("fork").Pool(workers), jobs, report)
 
 
-def _parallel(jobs: list[tuple[str, list[Path]]], workers: int, report: Report) -> Iterator[list[Frame]]:
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for frames, found in pool.imap(_read_one_stream, jobs):
-            report.merge(found)
-            yield frames
+class _ParallelStreams:
+    """Streams parsed by a pool of forked workers, taken in order; `close` stops the workers."""
+
+    def __init__(self, pool, jobs: list[tuple[str, list[Path]]], report: Report):
+        self.pool, self.report = pool, report
+        self.results = pool.imap(_read_one_stream, jobs)  # the workers start now
+
+    def __iter__(self) -> "_ParallelStreams":
+        return self
+
+    def __next__(self) -> list[Frame]:
+        frames, found = next(self.results)
+        self.report.merge(found)
+        return frames
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
 
 
 def _read_plane_folders(source: Source, report: Report) -> list[Frame]:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fpus23_dataset import build as build_module
-from fpus23_dataset import image_reader
+from fpus23_dataset import image_reader, writing
 from fpus23_dataset import load, schema
 from fpus23_dataset.build import BuildError, build
 from fpus23_dataset.cli import main
@@ -36,7 +36,7 @@ def test_rebuild_is_byte_identical(procedural_source, procedural_build, tmp_path
 
 def test_failure_leaves_no_partial_output_and_keeps_the_earlier_build(procedural_source, procedural_build, tmp_path):
     fresh = tmp_path / "fresh"
-    with mock.patch.object(build_module, "render_card", side_effect=RuntimeError("injected")):
+    with mock.patch.object(writing, "render_card", side_effect=RuntimeError("injected")):
         with pytest.raises(RuntimeError, match="injected"):
             build(procedural_source, fresh, "1.2.3", progress=False)
     assert not fresh.exists()
@@ -62,8 +62,8 @@ def test_each_image_is_stored_once_and_the_reader_does_not_change_the_output(pro
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0xFF
         victim.write_bytes(bytes(data))
-    monkeypatch.setattr(build_module, "READ_BATCH", 4)
-    monkeypatch.setattr(build_module, "DATA_PAGE_BYTES", 30_000)
+    monkeypatch.setattr(writing, "READ_BATCH", 4)
+    monkeypatch.setattr(writing, "DATA_PAGE_BYTES", 30_000)
     outputs = []
     readers = []
     opened = build_module.open_image_reader
@@ -302,7 +302,7 @@ def test_the_builder_does_not_import_datasets():
     import subprocess
     import sys
 
-    code = "import sys, fpus23_dataset.build, fpus23_dataset.card; print('datasets' in sys.modules, 'pandas' in sys.modules)"
+    code = "import sys, fpus23_dataset.build, fpus23_dataset.writing; print('datasets' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 
@@ -405,9 +405,9 @@ def test_a_write_failing_while_the_reader_waits_for_a_slot_is_raised_not_a_hang(
 
     code = f"""
 import sys
-from fpus23_dataset import build as b, image_reader
+from fpus23_dataset import build as b, image_reader, writing
 from fpus23_dataset.parquet_images import ImageParquetWriter
-image_reader.SLOTS, b.READ_BATCH = 2, 4
+image_reader.SLOTS, writing.READ_BATCH = 2, 4
 real, calls = ImageParquetWriter.write_row_group, []
 def flaky(self, *args, **kwargs):
     calls.append(1)

@@ -115,8 +115,8 @@ def test_parallel_parsing_gives_what_sequential_parsing_gives(which, shared_anno
 
     source = discover(shared_annotations if which == "shared" else procedural_source)
     forked = []
-    parallel = sources._parallel
-    monkeypatch.setattr(sources, "_parallel", lambda jobs, workers, report: forked.append(workers) or parallel(jobs, workers, report))
+    parallel = sources._ParallelStreams
+    monkeypatch.setattr(sources, "_ParallelStreams", lambda pool, jobs, report: forked.append(pool._processes) or parallel(pool, jobs, report))
     monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two workers even on one core
     monkeypatch.setattr(sources.threading, "active_count", lambda: 1)  # pytest's own threads are idle
     results = []
