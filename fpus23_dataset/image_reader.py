@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
+from .forking import fork_is_safe
 from .images import CorruptImage, ImageInfo, inspect_image
 
 MAX_IMAGE_BYTES = 16 << 20  # bounds a batch's buffer (and a row group's dictionary page); FPUS23 frames are ~0.1 MB
@@ -315,13 +316,8 @@ def _serve(connection, slots: list[mmap.mmap], prefault_bytes: int) -> None:
         connection.send(("ok", reply))
 
 
-def can_fork_reader() -> bool:
-    """A forked child is safe only while this process runs one thread, and only where fork exists."""
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-
-
 def open_image_reader(slot_bytes: int, expected_batch_bytes: int = 0, use_process: bool = True) -> ThreadImageReader | ProcessImageReader:
     """A process reader if it can be forked safely, else a thread reader."""
-    if use_process and can_fork_reader():
+    if use_process and fork_is_safe():
         return ProcessImageReader(max(slot_bytes, MIN_SLOT_BYTES), slots=SLOTS, prefault_bytes=int(expected_batch_bytes * 1.25))
     return ThreadImageReader()

@@ -4,13 +4,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generator, Iterator
 
 from . import schema
 from .cvat import Frame, frame_index, make_image_id, read_stream
+from .forking import fork_is_safe
 from .report import Report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -244,7 +244,7 @@ def _read_streams(jobs: list[tuple[str, list[Path]]], report: Report) -> Generat
                 size += os.stat(file).st_size
             except OSError:
                 pass  # reported when it is read
-    if workers < 2 or size < PARALLEL_XML_BYTES or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers < 2 or size < PARALLEL_XML_BYTES or not fork_is_safe():
         return (read_stream(stream, files, report) for stream, files in jobs)
     return _ParallelStreams(multiprocessing.get_context("fork").Pool(workers), jobs, report)
 
