@@ -25,7 +25,7 @@ from .build import BUILD_MARKER, BuildError, BuildResult, PlannedFrame
 from .card import render_card
 from .direct_io import DirectBuffers, DirectFile
 from .features import CONFIG_COLUMN, DATA_DIR, stored_arrow_schema
-from .image_reader import ReadBatch
+from .image_reader import ProcessImageReader, ReadBatch, ThreadImageReader
 from .images import ImageInfo
 from .parquet_images import ImageParquetWriter
 from .progress import tqdm
@@ -195,8 +195,9 @@ def _row_groups(plan: dict[str, list[PlannedFrame]], frames_per_shard: int) -> l
     return out
 
 
-def write(root: Path, source: Source, plan: Mapping[str, list[PlannedFrame]], configs: set[str], paper: Mapping[str, Mapping[str, str]],
-          report: Report, version: str, progress: bool, frames_per_shard: int, reader) -> BuildResult:
+def write(root: Path, source: Source, plan: Mapping[str, list[PlannedFrame]], configs: set[str],
+          paper: Mapping[str, Mapping[str, str]], report: Report, version: str, progress: bool, frames_per_shard: int,
+          reader: ProcessImageReader | ThreadImageReader) -> BuildResult:
     """Write the planned frames of each split into `root`; `paper`: config -> image id -> paper split."""
     work = _row_groups(plan, frames_per_shard)
     frames = [row for group in work for row in group.frames]

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 
 import pytest
 
-from fpus23_dataset import image_reader
 from fpus23_dataset.image_reader import ImageReaderError, ProcessImageReader, ThreadImageReader
 
 from helpers import write_png
@@ -82,27 +82,27 @@ def test_a_reader_process_that_dies_is_an_error_not_a_hang(files):
 
 
 def test_no_fork_while_other_threads_run():
-    started, stop = threading.Event(), threading.Event()
-    worker = threading.Thread(target=lambda: (started.set(), stop.wait()))
-    worker.start()
-    started.wait()
-    try:
-        reader = image_reader.open_image_reader(1 << 20)
-        assert isinstance(reader, ThreadImageReader)
-        reader.close()
-    finally:
-        stop.set()
-        worker.join()
-    from fpus23_dataset.progress import tqdm
-    from tqdm.std import tqdm as plain_tqdm
-
-    with plain_tqdm(total=1, disable=True):  # a library's bar: starts tqdm's monitor thread, which lives on
-        pass
-    with tqdm(total=1, disable=True):
-        pass
-    reader = image_reader.open_image_reader(1 << 20)
-    assert isinstance(reader, ProcessImageReader)
-    reader.close()
+    """In a fresh process (earlier tests leave threads behind): a running thread rules forking out,
+    tqdm's monitor thread, which a library's progress bar leaves behind, does not."""
+    code = """
+import threading
+from tqdm.std import tqdm
+from fpus23_dataset import image_reader
+from fpus23_dataset.forking import fork_is_safe
+kinds = [type(image_reader.open_image_reader(1 << 20)).__name__]
+started, stop = threading.Event(), threading.Event()
+worker = threading.Thread(target=lambda: (started.set(), stop.wait()))
+worker.start(); started.wait()
+kinds.append(type(image_reader.open_image_reader(1 << 20)).__name__)
+stop.set(); worker.join()
+with tqdm(total=1, disable=True):
+    pass
+assert any(type(t).__name__ == "TMonitor" for t in threading.enumerate())
+kinds.append(type(image_reader.open_image_reader(1 << 20)).__name__)
+print(*kinds, fork_is_safe())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["ProcessImageReader", "ThreadImageReader", "ProcessImageReader", "True"], done.stderr[-2000:]
 
 
 def test_readying_idle_slots_never_touches_a_batch_handed_over(files):
