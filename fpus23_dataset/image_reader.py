@@ -294,6 +294,7 @@ def _serve(connection, slots: list[mmap.mmap], prefault_bytes: int) -> None:
     """
     # Only slots never asked for yet: once handed over, a slot's bytes are the parent's until released.
     untouched = {k: list(range(0, min(prefault_bytes, len(slot)), PREFAULT_STEP))[::-1] for k, slot in enumerate(slots)}
+    untouched = {k: steps for k, steps in untouched.items() if steps}
     views = [memoryview(slot) for slot in slots]
     while True:
         while untouched and not connection.poll():  # only while no request waits

@@ -119,3 +119,16 @@ def test_readying_idle_slots_never_touches_a_batch_handed_over(files):
             reader.release(batch)
     finally:
         reader.close()
+
+
+def test_a_reader_left_idle_before_its_first_request_serves_it(files):
+    """The child readies its slots while it waits; with nothing to ready (prefault 0) it must just wait."""
+    for prefault in (0, 3 << 20):
+        reader = ProcessImageReader(1 << 20, slots=2, prefault_bytes=prefault)
+        try:
+            time.sleep(0.3)  # the child is up and idle before the first request
+            assert reader.process.is_alive()
+            ((_, batch),) = list(reader.batches([files[:2]], lambda paths: paths))
+            assert bytes(batch.image(0)) == open(files[0], "rb").read()
+        finally:
+            reader.close()
