@@ -30,11 +30,7 @@ class DirectBuffers:
 
     def __init__(self, chunk: int = CHUNK):
         self.chunk = chunk
-        self.buffers = [mmap.mmap(-1, chunk) for _ in range(2)]
-
-    def close(self) -> None:
-        for buffer in self.buffers:
-            buffer.close()
+        self.buffers = [mmap.mmap(-1, chunk) for _ in range(2)]  # freed with the last file using them
 
 
 class DirectFile:

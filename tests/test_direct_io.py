@@ -90,3 +90,17 @@ def test_a_failed_background_write_reaches_the_caller(tmp_path, monkeypatch):
         pass
     assert sink.closed
     sink.close()
+
+
+def test_files_written_one_after_another_can_share_their_buffers(tmp_path):
+    shared = direct_io.DirectBuffers(chunk=16 * BLOCK)
+    for seed in (4, 5, 6):
+        parts = _parts(seed)
+        with DirectFile(tmp_path / f"{seed}.bin", chunk=16 * BLOCK, buffers=shared) as sink:
+            for part in parts:
+                sink.write(part)
+        assert (tmp_path / f"{seed}.bin").read_bytes() == b"".join(parts)
+    assert not any(buffer.closed for buffer in shared.buffers)  # still the caller's to reuse
+    with pytest.raises(ValueError, match="chunks of"):
+        DirectFile(tmp_path / "other.bin", chunk=32 * BLOCK, buffers=shared)
+    assert not (tmp_path / "other.bin").exists()
