@@ -50,7 +50,6 @@ def _synth(args) -> int:
 def _build(args) -> int:
     from .build import BuildError, build
     from .sources import SourceError
-    from .tables import format_counts
 
     started = time.perf_counter()
     try:
@@ -63,6 +62,8 @@ def _build(args) -> int:
     print(f"source fingerprint {result.fingerprint}")
     if result.report.counts or result.report.excluded:
         print(result.report.format_text(max_lines_per_code=3))
+    from .tables import format_counts  # not before the build: it imports pyarrow, which the build loads while the exports are parsed
+
     print(format_counts(result.class_counts()))
     return 0
 

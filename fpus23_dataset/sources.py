@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import re
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generator, Iterator
@@ -221,6 +223,7 @@ def _located(source: Source, stream: str, stream_frames: list[Frame], report: Re
 
 
 PARALLEL_XML_BYTES = 2 << 20  # below this, starting processes costs more than it saves (the 34 shared streams: 8 MB)
+RESULT_PIPE_BYTES = 1 << 20  # room for a dozen parsed streams: a worker goes on while this process is busy
 
 
 def _read_one_stream(job: tuple[str, list[Path]]) -> tuple[list[Frame], Report]:
@@ -237,36 +240,118 @@ def _read_streams(jobs: list[tuple[str, list[Path]]], report: Report) -> Generat
     locks held by other threads), and only on Linux-like systems where fork is available.
     """
     workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    size = 0
-    for _, files in jobs:
-        for file in files:
-            try:
-                size += os.stat(file).st_size
-            except OSError:
-                pass  # reported when it is read
-    if workers < 2 or size < PARALLEL_XML_BYTES or not fork_is_safe():
+    sizes = [sum(_file_size(file) for file in files) for _, files in jobs]
+    if workers < 2 or sum(sizes) < PARALLEL_XML_BYTES or not fork_is_safe():
         return (read_stream(stream, files, report) for stream, files in jobs)
-    return _ParallelStreams(multiprocessing.get_context("fork").Pool(workers), jobs, report)
+    return _ParallelStreams(jobs, sizes, report, workers)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # reported when it is read
 
 
 class _ParallelStreams:
-    """Streams parsed by a pool of forked workers, taken in order; `close` stops the workers."""
+    """Streams parsed by forked workers, each given its share up front, taken in order; `close` stops them.
 
-    def __init__(self, pool, jobs: list[tuple[str, list[Path]]], report: Report):
-        self.pool, self.report = pool, report
-        self.results = pool.imap(_read_one_stream, jobs)  # the workers start now
+    Each worker parses its streams in order and sends each down its own pipe. Unlike a pool, which
+    hands out one task at a time through threads of this process, no worker waits for this process:
+    a build, importing and planning meanwhile, held the GIL those threads needed, and its two
+    workers idled a third of the time.
+    """
+
+    def __init__(self, jobs: list[tuple[str, list[Path]]], sizes: list[int], report: Report, workers: int):
+        self.report = report
+        self.streams = [stream for stream, _ in jobs]
+        self.owners = _share_out(sizes, workers)
+        self.taken = 0
+        self.processes: list = []
+        self.connections: list = []
+        context = multiprocessing.get_context("fork")
+        try:
+            for worker in range(workers):
+                receiving, sending = context.Pipe(duplex=False)
+                self.connections.append(receiving)
+                _enlarge_pipe(sending.fileno())
+                share = [job for job, owner in zip(jobs, self.owners) if owner == worker]
+                process = context.Process(target=_parse_share, args=(share, sending), name=f"fpus23-xml-{worker}", daemon=True)
+                process.start()
+                self.processes.append(process)
+                sending.close()
+        except BaseException:
+            self.close()
+            raise
 
     def __iter__(self) -> "_ParallelStreams":
         return self
 
     def __next__(self) -> list[Frame]:
-        frames, found = next(self.results)
+        if self.taken == len(self.streams):
+            raise StopIteration
+        stream, worker = self.streams[self.taken], self.owners[self.taken]
+        try:
+            result = pickle.loads(self.connections[worker].recv_bytes())
+        except EOFError:
+            process = self.processes[worker]
+            process.join(timeout=5)
+            raise RuntimeError(f"the XML parser process {process.pid} ended (exit code {process.exitcode}) "
+                               f"before sending stream {stream}") from None
+        if isinstance(result, _WorkerFailure):
+            raise RuntimeError(f"parsing stream {stream} failed in an XML parser process:\n{result.traceback}")
+        self.taken += 1
+        frames, found = result
         self.report.merge(found)
         return frames
 
     def close(self) -> None:
-        self.pool.terminate()
-        self.pool.join()
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        for connection in self.connections:
+            connection.close()
+        self.processes, self.connections = [], []
+
+
+def _share_out(sizes: list[int], workers: int) -> list[int]:
+    """The worker of each job, in order: the one with the fewest bytes so far, so that all progress
+    through the jobs at about the same pace and results come in about the order they are taken."""
+    load = [0] * workers
+    owners = []
+    for size in sizes:
+        worker = min(range(workers), key=load.__getitem__)
+        owners.append(worker)
+        load[worker] += max(1, size)
+    return owners
+
+
+@dataclass
+class _WorkerFailure:
+    traceback: str
+
+
+def _parse_share(jobs: list[tuple[str, list[Path]]], connection) -> None:
+    """A worker's life: parse its streams in order, each result sent as soon as it is ready."""
+    try:
+        for job in jobs:
+            connection.send_bytes(pickle.dumps(_read_one_stream(job), protocol=pickle.HIGHEST_PROTOCOL))
+    except BaseException:
+        connection.send_bytes(pickle.dumps(_WorkerFailure(traceback.format_exc())))
+    finally:
+        connection.close()
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Grow a pipe's buffer where Linux allows it (up to /proc/sys/fs/pipe-max-size); else leave it."""
+    import fcntl  # only where fork is, so not on Windows
+
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+        except OSError:
+            pass
 
 
 def _read_plane_folders(source: Source, report: Report) -> list[Frame]:

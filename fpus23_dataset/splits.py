@@ -18,27 +18,27 @@ import numpy as np
 from . import schema
 from .cvat import Frame
 from .seeding import stable_seed
-from .sources import configs_of
 
 SEARCH_TRIALS = 400
 MAX_OVERSHOOT = 2.5  # a small split may grow to 2.5x its target to hold every class
-
-
-def _frame_classes(frame: Frame) -> list[tuple[str, str]]:
-    out = [(config, frame.labels[config]) for config in schema.CLASSIFICATION_TASKS if config in frame.labels]
-    out.extend(("bounds", box.category) for box in frame.boxes)
-    return out
 
 
 def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, float] = schema.STREAM_RATIOS) -> dict[str, str]:
     """Split group (stream) -> split name."""
     sizes: Counter = Counter()
     cells: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for frame in frames:
-        if not configs_of(frame):
+    tasks = tuple(schema.CLASSIFICATION_TASKS)
+    for frame in frames:  # the (config, class) cells of each group; a frame counts if it has a row (see configs_of)
+        labels, boxes = frame.labels, frame.boxes
+        tagged = [(config, labels[config]) for config in tasks if config in labels]
+        if not tagged and not boxes:
             continue
-        sizes[frame.split_group] += 1
-        cells[frame.split_group].update(_frame_classes(frame))
+        group = frame.split_group
+        sizes[group] += 1
+        held_here = cells[group]
+        held_here.update(tagged)
+        if boxes:
+            held_here.update([("bounds", box.category) for box in boxes])
     groups = sorted(sizes)
     if not groups:
         return {}
@@ -46,58 +46,57 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     possible_cells = {cell for cell, count in holders.items() if count >= len(ratios)}
     splits = list(ratios)
     total = sum(sizes.values())
-    # Cells as bits: the search below runs a few hundred trials, and set arithmetic was most of it.
+    # The search runs a few hundred trials on the critical path of a build: groups are indices and
+    # cells bits, so a trial is a few list comprehensions over ints.
     bit = {cell: 1 << k for k, cell in enumerate(sorted(holders))}
-    held = {g: sum(bit[c] for c in cells[g]) for g in groups}
-    useful = {g: sum(bit[c] for c in cells[g] & possible_cells) for g in groups}  # what a stream can bring a split that lacks it
+    size = [sizes[g] for g in groups]
+    held = [sum(bit[c] for c in cells[g]) for g in groups]
+    useful = [sum(bit[c] for c in cells[g] & possible_cells) for g in groups]  # what a stream can bring a split that lacks it
     wanted = [(bit[cell], min(count, len(splits))) for cell, count in holders.items()]
     rng = np.random.default_rng(stable_seed("stream-split", seed))
     best: tuple | None = None
-    best_assignment: dict[str, str] = {}
+    best_assignment: list[str] = []
     trials = SEARCH_TRIALS if len(groups) > 1 else 1
     largest = max(splits, key=lambda s: ratios[s])
+    small = [s for s in sorted(splits, key=lambda s: ratios[s]) if s != largest]  # filled first; train takes the rest
     for _ in range(trials):
-        order = [groups[i] for i in rng.permutation(len(groups))]
-        assignment: dict[str, str] = {}
-        filled: Counter = Counter()
-        present: Counter = Counter()  # split -> bits of the cells it holds
-        for split in sorted(splits, key=lambda s: ratios[s]):  # smaller splits first; train takes the rest
-            if split == largest:
-                continue
+        remaining = rng.permutation(len(groups)).tolist()  # groups not yet assigned, in this trial's order
+        assignment = [largest] * len(groups)
+        filled = dict.fromkeys(splits, 0)
+        present = dict.fromkeys(splits, 0)  # split -> bits of the cells it holds
+        for split in small:
             target, cap = ratios[split] * total, ratios[split] * total * MAX_OVERSHOOT
             covered = 0
-            while True:
+            while remaining:
                 # An empty split takes any stream; then only what fits under the cap.
                 base = filled[split]
-                free = [g for g in order if g not in assignment and (not base or base + sizes[g] <= cap)]
+                free = [g for g in remaining if base + size[g] <= cap] if base else remaining
                 if not free:
                     break
                 # Prefer streams that bring classes this split lacks (the first of the best); then plain filling up to the target.
-                gain, pick = -1, free[0]
                 lacking = ~covered
-                for g in free:
-                    brings = (useful[g] & lacking).bit_count()
-                    if brings > gain:
-                        gain, pick = brings, g
+                gains = [(useful[g] & lacking).bit_count() for g in free]
+                gain = max(gains)
                 if gain == 0:
-                    if filled[split] >= target * 0.9:
+                    if base >= target * 0.9:
                         break
                     pick = free[0]
+                else:
+                    pick = free[gains.index(gain)]
+                remaining.remove(pick)
                 assignment[pick] = split
-                filled[split] += sizes[pick]
+                filled[split] += size[pick]
                 covered |= held[pick]
             present[split] = covered
-        for g in order:
-            if g not in assignment:
-                assignment[g] = largest
-                filled[largest] += sizes[g]
-                present[largest] |= held[g]
+        for g in remaining:
+            filled[largest] += size[g]
+            present[largest] |= held[g]
         missing = sum(max(0, want - sum(1 for s in splits if present[s] & cell)) for cell, want in wanted)
         deviation = sum((filled[s] / total - ratios[s]) ** 2 for s in splits)
         score = (missing, round(deviation, 9))
         if best is None or score < best:
             best, best_assignment = score, assignment
-    return best_assignment
+    return dict(zip(groups, best_assignment))
 
 
 def paper_split(image_ids: Iterable[str], config: str, seed: int = 0) -> dict[str, str]:

@@ -116,7 +116,7 @@ def test_parallel_parsing_gives_what_sequential_parsing_gives(which, shared_anno
     source = discover(shared_annotations if which == "shared" else procedural_source)
     forked = []
     parallel = sources._ParallelStreams
-    monkeypatch.setattr(sources, "_ParallelStreams", lambda pool, jobs, report: forked.append(pool._processes) or parallel(pool, jobs, report))
+    monkeypatch.setattr(sources, "_ParallelStreams", lambda jobs, sizes, report, workers: forked.append(workers) or parallel(jobs, sizes, report, workers))
     monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two workers even on one core
     monkeypatch.setattr(sources, "fork_is_safe", lambda: True)  # whatever threads earlier tests left
     results = []
@@ -139,3 +139,38 @@ def test_parallel_parsing_gives_what_sequential_parsing_gives(which, shared_anno
     for part in parts:
         merged.merge(part)
     assert merged.to_dict() == one.to_dict() and len(merged.issues) == MAX_DETAILS_PER_CODE
+
+
+@pytest.mark.parametrize("failure", ["raises", "dies"])
+def test_a_failing_parser_process_names_the_stream(failure, procedural_source, monkeypatch):
+    """A parser process that raises, or that dies, ends the read with an error naming the stream; no hang."""
+    import os
+
+    from fpus23_dataset import sources
+
+    source = discover(procedural_source)
+    victim = sorted(source.streams)[-1]
+    parse = sources.read_stream
+
+    def failing(stream, files, report):  # runs in the forked worker, which inherits this patch
+        if stream == victim:
+            if failure == "dies":
+                os._exit(3)
+            raise ValueError("parser bug")
+        return parse(stream, files, report)
+
+    monkeypatch.setattr(sources, "read_stream", failing)
+    monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(sources, "fork_is_safe", lambda: True)
+    monkeypatch.setattr(sources, "PARALLEL_XML_BYTES", 0)
+    with pytest.raises(RuntimeError, match=victim) as raised:
+        read_source(source, Report())
+    assert ("exit code 3" if failure == "dies" else "ValueError: parser bug") in str(raised.value)
+
+
+def test_parsing_is_shared_out_by_bytes_in_order():
+    from fpus23_dataset.sources import _share_out
+
+    assert _share_out([10, 10, 10, 10], 2) == [0, 1, 0, 1]
+    assert _share_out([100, 10, 10, 10, 10], 2) == [0, 1, 1, 1, 1]  # the big first job keeps worker 0 busy
+    assert _share_out([0, 0, 5], 3) == [0, 1, 2]
