@@ -45,27 +45,33 @@ class RowGroupRows:
         return len(self.config)
 
     def add(self, position: int, frame: Frame, config: str, paper_split: str, next_object_id: Callable[[], int]) -> None:
-        self.positions.append(position)
-        self.config.append(config)
-        self.path.append(f"{frame.stream}/{frame.name}")
-        self.image_id.append(frame.image_id)
-        self.stream.append(frame.stream)
-        self.frame.append(frame.index)
+        self.add_frame(position, frame, [(config, paper_split)], next_object_id)
+
+    def add_frame(self, position: int, frame: Frame, rows: Sequence[tuple[str, str]], next_object_id: Callable[[], int]) -> None:
+        """The rows of one frame, (config, paper split) each, in order; what they share is looked up once."""
+        n = len(rows)
         probe = frame.labels.get("probe")
-        self.probe.append(None if probe is None else _PROBES[probe])
-        self.width.append(frame.width)
-        self.height.append(frame.height)
-        self.paper_split.append(paper_split)
-        if config == "bounds":
-            self.label.append(None)
-            self.box_counts.append(len(frame.boxes))
-            for box in frame.boxes:
-                self.box_id.append(next_object_id())
-                self.box_values += (round(box.x, 2), round(box.y, 2), round(box.w, 2), round(box.h, 2), round(box.area, 2))
-                self.box_category.append(_BOX_CATEGORIES[box.category])
-        else:
-            self.label.append(_CLASS_INDEX[config][frame.labels[config]])
-            self.box_counts.append(None)
+        self.positions += [position] * n
+        self.path += [f"{frame.stream}/{frame.name}"] * n
+        self.image_id += [frame.image_id] * n
+        self.stream += [frame.stream] * n
+        self.frame += [frame.index] * n
+        self.probe += [None if probe is None else _PROBES[probe]] * n
+        self.width += [frame.width] * n
+        self.height += [frame.height] * n
+        for config, paper_split in rows:
+            self.config.append(config)
+            self.paper_split.append(paper_split)
+            if config == "bounds":
+                self.label.append(None)
+                self.box_counts.append(len(frame.boxes))
+                for box in frame.boxes:
+                    self.box_id.append(next_object_id())
+                    self.box_values += (round(box.x, 2), round(box.y, 2), round(box.w, 2), round(box.h, 2), round(box.area, 2))
+                    self.box_category.append(_BOX_CATEGORIES[box.category])
+            else:
+                self.label.append(_CLASS_INDEX[config][frame.labels[config]])
+                self.box_counts.append(None)
 
     def table(self, schema_: pa.Schema, stand_ins: Callable[[Sequence[int]], pa.Array],
               same_image: Mapping[int, int] | None = None) -> tuple[pa.Table, list[int], list[int]]:

@@ -218,12 +218,12 @@ def write(root: Path, source: Source, plan: Mapping[str, list[PlannedFrame]], co
                         report.add("corrupt_image", relative(frame.image_path, source.root), frame.image_id, batch.digests[position])
                         report.exclude([c for c in row.configs if c in configs], "corrupt_image")
                         continue
-                    digests[frame.image_id] = batch.digests[position]
+                    image_id = frame.image_id
+                    digests[image_id] = batch.digests[position]
                     size = batch.offsets[position + 1] - batch.offsets[position]
-                    for config in _check_size(row, info, source.root, report):
-                        if config not in configs:
-                            continue
-                        rows.add(position, frame, config, paper[config][frame.image_id], next_object_id)
+                    kept = [(config, paper[config][image_id]) for config in _check_size(row, info, source.root, report) if config in configs]
+                    rows.add_frame(position, frame, kept, next_object_id)
+                    for config, _ in kept:
                         image_bytes[(config, group.split)] += size
                         if config == "bounds":
                             counts[config][group.split]["__rows__"] += 1
