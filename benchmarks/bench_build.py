@@ -236,9 +236,10 @@ def main() -> int:
     datumaro_inner: list[float] = []
     if not args.skip_peers:
         # Each round into a fresh folder, all removed at the end (and any left over at the start):
-        # ext4 without a journal, as here, skips inodes freed in the last minute when it creates a
-        # file, so removing the last round's 13,734 files just before a round made Datumaro's file
-        # creation two to three times slower, a cost of the benchmark, not of Datumaro.
+        # ext4 without a journal, as here, passes over inodes freed in the last minute when it
+        # creates a file. Removing the last round's 13,734 files just before each round once made
+        # Datumaro take 18-22 s instead of 9-12 s (perf: half of it in ext4's recently_deleted
+        # check), a cost of the benchmark, not of Datumaro.
         datumaro_outs = work / "datumaro-out"
 
         def datumaro() -> float:
