@@ -9,7 +9,6 @@ from typing import Sequence
 
 from .cvat import Frame, clip_boxes
 from .images import CorruptImage, read_checked, read_header
-from .progress import tqdm
 from .report import Report
 from .sources import Source, configs_of, discover, read_source
 
@@ -61,6 +60,8 @@ def check_images(
             return read_header(frame.image_path)
         except (CorruptImage, OSError) as error:
             return error
+
+    from .progress import tqdm  # not at the top: a build imports this module before it forks its parsers, and tqdm takes 50 ms
 
     out: list[CheckedFrame] = []
     with ThreadPoolExecutor(READ_THREADS) as pool:
