@@ -165,6 +165,7 @@ def main() -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "datumaro-out", ignore_errors=True)  # long before Datumaro runs (see below)
+    os.sync()
     fpus23 = str(Path(sys.executable).parent / "fpus23")
     streams = sorted(p.name for p in SHARED.iterdir() if (p / "annotations.xml").is_file())
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "streams": len(streams)}
@@ -237,9 +238,10 @@ def main() -> int:
     if not args.skip_peers:
         # Each round into a fresh folder, all removed at the end (and any left over at the start):
         # ext4 without a journal, as here, passes over inodes freed in the last minute when it
-        # creates a file. Removing the last round's 13,734 files just before each round once made
-        # Datumaro take 18-22 s instead of 9-12 s (perf: half of it in ext4's recently_deleted
-        # check), a cost of the benchmark, not of Datumaro.
+        # creates a file (six minutes while the inode table is not yet written back). Removing the
+        # last round's 13,734 files just before each round once made Datumaro take 18-22 s instead
+        # of 9-12 s (perf: half of it in ext4's recently_deleted check), a cost of the benchmark,
+        # not of Datumaro. Leave a few minutes between two benchmark runs for the same reason.
         datumaro_outs = work / "datumaro-out"
 
         def datumaro() -> float:
@@ -263,6 +265,7 @@ def main() -> int:
     shutil.rmtree(work / "datumaro-out", ignore_errors=True)
     shutil.rmtree(work / "floor", ignore_errors=True)
     shutil.rmtree(work / "build-repeat", ignore_errors=True)
+    os.sync()  # written-back inode tables count as freed for one minute, unwritten ones for six (see above)
     if "datumaro" in results:
         results["datumaro"].update({"frames_per_s_excluding_startup": round(frames / statistics.median(datumaro_inner), 1),
                                     "peak_rss_mb": results.pop("datumaro_peak_rss_mb")})
