@@ -18,6 +18,7 @@ import numpy as np
 from . import schema
 from .cvat import Frame
 from .seeding import stable_seed
+from .sources import configs_of
 
 SEARCH_TRIALS = 400
 MAX_OVERSHOOT = 2.5  # a small split may grow to 2.5x its target to hold every class
@@ -28,15 +29,14 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     sizes: Counter = Counter()
     cells: dict[str, set[tuple[str, str]]] = defaultdict(set)
     tasks = tuple(schema.CLASSIFICATION_TASKS)
-    for frame in frames:  # the (config, class) cells of each group; a frame counts if it has a row (see configs_of)
-        labels, boxes = frame.labels, frame.boxes
-        tagged = [(config, labels[config]) for config in tasks if config in labels]
-        if not tagged and not boxes:
+    for frame in frames:  # the (config, class) cells of each group, from the frames that have a row
+        if not configs_of(frame):
             continue
+        labels, boxes = frame.labels, frame.boxes
         group = frame.split_group
         sizes[group] += 1
         held_here = cells[group]
-        held_here.update(tagged)
+        held_here.update([(config, labels[config]) for config in tasks if config in labels])
         if boxes:
             held_here.update([("bounds", box.category) for box in boxes])
     groups = sorted(sizes)
