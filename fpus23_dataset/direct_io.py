@@ -4,10 +4,11 @@ A build writes its Parquet files once and does not read them back. Through the p
 written page is fresh memory the kernel must find (on a VM, memory the host may have to back first),
 and the written data evicts the user's cached files. With O_DIRECT the bytes go from three 8 MB
 buffers, reused for the whole file, straight to the disk: two can be in flight, each written at its
-own offset by a background thread, while the caller fills the third. With one write in flight the
-disk idled between a write's end and the next one's start whenever the build kept both CPUs busy
-(same files, 0.1 s faster in the median of 8 interleaved builds, 0.5 s in the best). Where the filesystem refuses O_DIRECT (some network and FUSE
-filesystems), the file is written through the page cache as usual.
+own offset by one of two background threads, while the caller fills the third. With one write in
+flight the disk idled between a write's end and the next one's start whenever the build kept both
+CPUs busy (same files, 0.1 s faster in the median of 8 interleaved builds, 0.5 s in the best).
+Where the filesystem refuses O_DIRECT (some network and FUSE filesystems), the file is written
+through the page cache as usual.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ class DirectFile:
         return size
 
     def _hand_over(self) -> None:
-        """Write the full buffer in the background and go on filling the other one."""
+        """Write the full buffer in the background and go on filling the next one once its last write is done."""
         self._pending[self._current] = self._flusher.submit(self._write_out, self._view, self._offset)
         self._offset += self._chunk
         self._current = (self._current + 1) % len(self._views)

@@ -44,9 +44,6 @@ class RowGroupRows:
     def __len__(self) -> int:
         return len(self.config)
 
-    def add(self, position: int, frame: Frame, config: str, paper_split: str, next_object_id: Callable[[], int]) -> None:
-        self.add_frame(position, frame, [(config, paper_split)], next_object_id)
-
     def add_frame(self, position: int, frame: Frame, rows: Sequence[tuple[str, str]], next_object_id: Callable[[], int]) -> None:
         """The rows of one frame, (config, paper split) each, in order; what they share is looked up once."""
         n = len(rows)

@@ -356,9 +356,7 @@ def test_row_group_rows_store_each_used_image_once_with_its_rows_pointing_to_it(
     rows = RowGroupRows()
     ids = iter(range(7, 100)).__next__
     for position in (0, 2, 5):
-        rows.add(position, frame(position), "orientation", "train", ids)
-        if position % 2:
-            rows.add(position, frame(position), "bounds", "test", ids)
+        rows.add_frame(position, frame(position), [("orientation", "train")] + [("bounds", "test")] * (position % 2), ids)
     table, stored, indices = rows.table(stored_arrow_schema(), lambda ks: pa.array([b"x%d" % k for k in ks]))
     assert stored == [0, 2, 5]
     assert indices == [0, 1, 2, 2] and table.column("image").chunk(0).field("bytes").to_pylist() == [b"x0", b"x1", b"x2", b"x2"]

@@ -33,11 +33,8 @@ def _groups(seed: int) -> list[tuple[list[bytes], RowGroupRows]]:
             frame = Frame("s%d" % number, f"frame_{position:06d}.png", position, width=672, height=389,
                           labels={"orientation": "hdvb", "anatomy": "legs"} if position % 3 else {"plane": "fl"},
                           boxes=[Box("head", 1.5, 2.25, 30.0, 40.0)] * (position % 4))
-            for config in ("orientation", "anatomy", "plane"):
-                if config in frame.labels:
-                    rows.add(position, frame, config, rnd.choice(["train", "test"]), ids)
-            if frame.boxes:
-                rows.add(position, frame, "bounds", "validation", ids)
+            kept = [(config, rnd.choice(["train", "test"])) for config in ("orientation", "anatomy", "plane") if config in frame.labels]
+            rows.add_frame(position, frame, kept + [("bounds", "validation")] * bool(frame.boxes), ids)
         groups.append((images, rows))
     return groups
 
