@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fpus23_dataset import schema
-from fpus23_dataset.atomic import sibling_temp_dir
+from fpus23_dataset.atomic import OutputExistsError, replacing_dir
 
 from .data import InputSpec, to_tensor
 from .models import build_model, is_detector
@@ -41,39 +41,33 @@ def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, sp
                   int8_state: Path | None = None) -> Path:
     """Write a bundle folder atomically; `int8_state` (a compressed run's QAT state) makes it an INT8 bundle."""
     out = Path(out)
-    if out.exists() and not (out / "bundle.json").is_file():
-        raise BundleError(f"{out}: exists and is not a model bundle; refusing to replace it")
     model = model.to("cpu").eval()
-    temporary = sibling_temp_dir(out)
     try:
-        torch.save(model.state_dict(), temporary / "model.pt")
-        torchscript = _save_torchscript(model, temporary / "model.torchscript.pt", spec, is_detector(arch))
-        if int8_state is not None:
-            shutil.copyfile(int8_state, temporary / INT8_STATE)
-        meta = {
-            "format": BUNDLE_FORMAT,
-            "format_version": BUNDLE_VERSION,
-            "task": task,
-            "arch": arch,
-            "classes": list(schema.class_names(task)),
-            "input": spec.to_dict(),
-            "model_options": model_options or {},
-            "dataset": dataset,
-            "protocol": protocol,
-            "metrics": metrics,
-            "weights": "model.pt",
-            "torchscript": torchscript,
-            "precision": "int8" if int8_state is not None else "fp32",
-            "int8_state": INT8_STATE if int8_state is not None else None,
-            **(extra or {}),
-        }
-        (temporary / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        temporary.rename(out)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        with replacing_dir(out, "bundle.json") as temporary:
+            torch.save(model.state_dict(), temporary / "model.pt")
+            torchscript = _save_torchscript(model, temporary / "model.torchscript.pt", spec, is_detector(arch))
+            if int8_state is not None:
+                shutil.copyfile(int8_state, temporary / INT8_STATE)
+            meta = {
+                "format": BUNDLE_FORMAT,
+                "format_version": BUNDLE_VERSION,
+                "task": task,
+                "arch": arch,
+                "classes": list(schema.class_names(task)),
+                "input": spec.to_dict(),
+                "model_options": model_options or {},
+                "dataset": dataset,
+                "protocol": protocol,
+                "metrics": metrics,
+                "weights": "model.pt",
+                "torchscript": torchscript,
+                "precision": "int8" if int8_state is not None else "fp32",
+                "int8_state": INT8_STATE if int8_state is not None else None,
+                **(extra or {}),
+            }
+            (temporary / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    except OutputExistsError as error:
+        raise BundleError(f"{out}: exists and is not a model bundle; refusing to replace it") from error
     return out
 
 

@@ -139,7 +139,7 @@ def stratified_subset(records: list[Record], fraction: float, seed: int = 0) -> 
 
 def standin_style():
     """Another ultrasound machine than the phantom's: wider sector, more speckle, harder gain curve."""
-    from fpus23_dataset.phantom import Style
+    from fpus23_dataset.synth import Style
 
     return Style(tissue=0.52, fluid=0.07, gain_falloff=1.25, speckle_sigma=0.34, outline=0.85, interior=0.42,
                  sector_half_angle=math.radians(38.0), gamma=1.35, name="fetal-planes-standin")
@@ -148,7 +148,7 @@ def standin_style():
 def make_standin(root: Path | str, patients: int = 12, images_per_class: int = 2, test_fraction: float = 0.34,
                  seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
     """Write a FETAL_PLANES_DB-shaped stand-in (CSV with the real header, trailing space included)."""
-    from fpus23_dataset.phantom import FrameSpec
+    from fpus23_dataset.synth import FrameSpec
     from fpus23_dataset.synth import ANATOMY_SIZE, RenderJob, render_jobs
 
     root = Path(root)

@@ -54,9 +54,9 @@ def export_untrained(size: str, out: Path) -> Path:
 
 
 def frames(count: int) -> list[bytes]:
-    from fpus23_dataset.phantom import render
+    from fpus23_dataset.synth import render
     from fpus23_dataset.synth import procedural_frames, procedural_stream_names
-    from fpus23_dataset.phantom import spec_from_frame
+    from fpus23_dataset.synth import spec_from_frame
     from PIL import Image
 
     out = []

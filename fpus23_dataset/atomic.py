@@ -1,4 +1,7 @@
-"""Outputs that appear whole or not at all: build beside the target, then rename."""
+"""Outputs that appear whole or not at all: written beside the target, then renamed into place.
+
+A reader never sees half a file or half a build, and a failure leaves an earlier output intact.
+"""
 from __future__ import annotations
 
 import os
@@ -8,33 +11,61 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import UserError
 
-def sibling_temp_dir(out: Path) -> Path:
-    """An empty folder next to `out` (same filesystem, so a rename is atomic), with the usual permissions."""
+
+class OutputExistsError(UserError, FileExistsError):
+    """The target exists and is not something we may replace."""
+
+
+def check_replaceable(out: Path | str, marker: str | None = None) -> None:
+    """Raise OutputExistsError unless `replacing_dir(out, marker)` may replace `out` (see there)."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise OutputExistsError(f"{out}: exists and is not a folder; choose another output path")
+        if marker is None or not ((out / marker).is_file() or not any(out.iterdir())):
+            what = "already exists" if marker is None else f"exists and is not an earlier output (no {marker})"
+            raise OutputExistsError(f"{out}: {what}; choose a new folder or remove it")
+
+
+@contextmanager
+def replacing_dir(out: Path | str, marker: str | None = None) -> Iterator[Path]:
+    """Yield an empty sibling folder of `out` that replaces `out` only if the block completes.
+
+    `marker` None: `out` must not exist. Otherwise `out` may exist if it holds the file `marker`
+    (a folder of the same kind, e.g. an earlier build), or if it is an empty folder.
+    """
+    out = Path(out).absolute()
+    check_replaceable(out, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes it private; an output folder is not
-    return temporary
-
-
-@contextmanager
-def replacing_dir(out: Path, marker: str) -> Iterator[Path]:
-    """Write into a sibling temporary folder that replaces `out` only if the block completes.
-
-    `out` must be absent or hold `marker` (a file name): a folder of the same kind, never anything else.
-    On an exception the temporary folder is removed and `out` is left as it was.
-    """
-    out = Path(out)
-    if out.exists() and not (out / marker).is_file():
-        raise FileExistsError(f"{out}: exists and has no {marker}; refusing to replace it")
-    temporary = sibling_temp_dir(out)
     try:
         yield temporary
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(temporary, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    temporary.rename(out)
+
+
+@contextmanager
+def replacing_file(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; renamed to `path` only if the block completes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.part-{os.getpid()}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -8,17 +8,13 @@ import time
 from pathlib import Path
 
 from . import __version__, schema
+from .errors import UserError
 
 
 def _validate(args) -> int:
-    from .sources import SourceError
-    from .validate import validate
+    from .build.validate import validate
 
-    try:
-        source, report, checked = validate(args.source, deep=args.deep, progress=not args.json)
-    except SourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    source, report, checked = validate(args.source, deep=args.deep, progress=not args.json)
     if args.json:
         print(json.dumps({"source": source.describe(), **report.to_dict()}, indent=2))
     else:
@@ -48,28 +44,24 @@ def _synth(args) -> int:
 
 
 def _build(args) -> int:
-    from .build import BuildError, build
-    from .sources import SourceError
+    from .build import build
 
     started = time.perf_counter()
-    try:
-        result = build(args.source, args.out, args.version, seed=args.seed, progress=not args.quiet, configs=args.configs)
-    except (BuildError, SourceError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    result = build(args.source, args.out, args.version, seed=args.seed, progress=not args.quiet, configs=args.configs,
+                   keep_going=args.keep_going, workers=args.workers)
     seconds = time.perf_counter() - started
     print(f"built {result.out} (version {result.version}) from {result.frames_read:,} frames in {seconds:.1f} s")
     print(f"source fingerprint {result.fingerprint}")
-    if result.report.counts or result.report.excluded:
+    if result.report.counts or result.report.excluded or result.report.omitted:
         print(result.report.format_text(max_lines_per_code=3))
-    from .tables import format_counts  # not before the build: it imports pyarrow, which the build loads while the exports are parsed
+    from .release.tables import format_counts
 
     print(format_counts(result.class_counts()))
     return 0
 
 
 def _stats(args) -> int:
-    from .tables import class_counts, format_counts
+    from .release.tables import class_counts, format_counts
 
     counts = class_counts(args.path)
     if not counts:
@@ -77,21 +69,21 @@ def _stats(args) -> int:
         return 1
     print(format_counts(counts))
     if args.plot:
-        from .tables import plot_counts
+        from .release.tables import plot_counts
 
         print(f"class histogram: {plot_counts(counts, args.plot)}")
     return 0
 
 
 def _diff(args) -> int:
-    from .diff import diff_builds, format_diff
+    from .release.diff import diff_builds, format_diff
 
     print(format_diff(diff_builds(args.old, args.new), limit=args.limit))
     return 0
 
 
 def _export(args) -> int:
-    from .export import export_coco
+    from .release.export import export_coco
 
     written = export_coco(args.path, args.out, config=args.config)
     for split, path in written.items():
@@ -100,7 +92,7 @@ def _export(args) -> int:
 
 
 def _publish(args) -> int:
-    from .publish import publish
+    from .release.publish import publish
 
     url = publish(args.path, args.repo_id, args.tag, private=args.private)
     print(f"published {args.path} to {args.repo_id} at {args.tag}: {url}")
@@ -159,6 +151,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="split seed")
     s.add_argument("--configs", nargs="+", choices=schema.CONFIGS, default=list(schema.CONFIGS), metavar="CONFIG",
                    help="configs to write (default: all four); their rows, splits and object ids are those of a full build")
+    s.add_argument("--keep-going", action="store_true",
+                   help="build without the streams whose exports cannot be read whole (recorded in the report and card); "
+                        "default: stop, writing nothing")
+    s.add_argument("--workers", type=int, default=None, help="processes that read images and write shards (default: all cores)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_build)
 
@@ -176,13 +172,13 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export a config to another format")
     s.add_argument("path", type=Path)
     s.add_argument("out", type=Path)
-    s.add_argument("--config", default="bounds")
+    s.add_argument("--config", default=schema.DETECTION_TASK, choices=schema.CONFIGS, help="config to export (COCO: bounds)")
     s.add_argument("--format", choices=["coco"], default="coco")
     s.set_defaults(func=_export)
 
     s = sub.add_parser("fiftyone", help="load a build (and predictions) into FiftyOne; optionally open the App")
     s.add_argument("path", type=Path)
-    s.add_argument("--config", default="all", choices=["all", "plane", "orientation", "anatomy", "bounds"])
+    s.add_argument("--config", default="all", choices=["all", *schema.CONFIGS])
     s.add_argument("--name", default="fpus23", help="FiftyOne dataset name (reloading the same name updates it)")
     s.add_argument("--predictions", type=Path, nargs="*", help="model bundle folders to run and evaluate")
     s.add_argument("--launch", action="store_true", help="serve the App until Ctrl-C")
@@ -204,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except FileNotFoundError as error:  # a path that is not what the command reads (a build, a source)
+    except UserError as error:  # a mistake the user can fix: the message says what and how, no traceback
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

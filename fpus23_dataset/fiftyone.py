@@ -19,9 +19,9 @@ from typing import Iterable, Mapping
 
 from . import schema
 from .progress import tqdm
-from .tables import config_rows, iter_batches, shard_files
+from .release.tables import config_rows, iter_batches, shard_files
 
-CLASSIFIERS = ("orientation", "anatomy", "plane")
+CLASSIFIERS = tuple(schema.CLASSIFICATION_TASKS)
 
 
 def configure(database_dir: Path | str | None) -> None:
@@ -40,8 +40,8 @@ def _read_build(path: Path, configs: Iterable[str], images_dir: Path, progress: 
         columns = ["image_id", "stream", "frame", "probe", "width", "height", "paper_split", "image"]
         columns += ["objects"] if config == "bounds" else ["label"]
         for split, files in shard_files(path, config).items():
-            bar = tqdm(total=config_rows(files, config), desc=f"{config}/{split}", unit="frame", disable=not progress, leave=False)
-            for batch in iter_batches(files, config, columns):
+            bar = tqdm(total=config_rows(files), desc=f"{config}/{split}", unit="frame", disable=not progress, leave=False)
+            for batch in iter_batches(files, columns):
                 for row in batch.to_pylist():
                     record = records.get(row["image_id"])
                     if record is None:

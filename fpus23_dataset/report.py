@@ -8,12 +8,12 @@ from typing import Iterable
 
 # code -> (severity, what happens to the frame or annotation)
 CODES: dict[str, tuple[str, str]] = {
-    "untrusted_xml": ("error", "file refused: DTD / entity declarations are not allowed"),
-    "malformed_xml": ("error", "file unreadable: not well-formed XML"),
-    "not_cvat_xml": ("error", "file skipped: not a CVAT for images 1.1 export"),
+    "untrusted_xml": ("error", "file refused: DTD / entity declarations are not allowed; its stream is omitted"),
+    "malformed_xml": ("error", "file unreadable (not well-formed XML, truncated, or unreadable): its stream is omitted"),
+    "not_cvat_xml": ("error", "file refused: not a CVAT for images 1.1 export; its stream is omitted"),
     "unsafe_image_name": ("error", "frame dropped: image name is absolute or leaves its folder"),
     "missing_image": ("error", "frame dropped from every config: image file not found"),
-    "corrupt_image": ("error", "frame dropped from every config: image file is not a valid PNG/JPEG"),
+    "corrupt_image": ("error", "frame dropped from every config: image file cannot be decoded or is truncated"),
     "conflicting_tag": ("error", "frame dropped from that config: the same tag has different values"),
     "unknown_label": ("warning", "annotation ignored: label not in the FPUS23 schema"),
     "unknown_value": ("warning", "tag ignored: attribute value not in the FPUS23 schema"),
@@ -51,6 +51,10 @@ class Report:
     issues: list[Issue] = field(default_factory=list)
     excluded: dict[str, Counter] = field(default_factory=dict)  # config -> reason -> frames
     totals: Counter = field(default_factory=Counter)  # files read, frames, boxes ...
+    omitted: dict[str, str] = field(default_factory=dict)  # stream -> why it contributes nothing
+
+    def omit(self, stream: str, reason: str) -> None:
+        self.omitted.setdefault(stream, reason)
 
     def add(self, code: str, file: object, frame: str | None, message: str) -> None:
         if code not in CODES:
@@ -70,6 +74,8 @@ class Report:
         for config, reasons in other.excluded.items():
             self.excluded.setdefault(config, Counter()).update(reasons)
         self.totals.update(other.totals)
+        for stream, reason in other.omitted.items():
+            self.omit(stream, reason)
 
     def exclude(self, configs: Iterable[str], reason: str) -> None:
         for config in configs:
@@ -87,6 +93,7 @@ class Report:
                 for code, n in sorted(self.counts.items())
             },
             "excluded": {c: dict(sorted(r.items())) for c, r in sorted(self.excluded.items())},
+            "omitted_streams": dict(sorted(self.omitted.items())),
             "issues": [i.to_dict() for i in sorted(self.issues, key=_issue_key)],
         }
 
@@ -109,6 +116,8 @@ class Report:
         for config, reasons in sorted(self.excluded.items()):
             parts = ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items()))
             lines.append(f"excluded from {config}: {parts}")
+        for stream, reason in sorted(self.omitted.items()):
+            lines.append(f"stream omitted whole: {stream} ({reason})")
         return "\n".join(lines)
 
 

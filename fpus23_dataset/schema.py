@@ -66,15 +66,29 @@ BOX_CVAT_LABELS: Mapping[str, str] = MappingProxyType(
 BOX_CVAT_LABEL_OF: Mapping[str, str] = MappingProxyType({v: k for k, v in BOX_CVAT_LABELS.items()})
 
 # Hugging Face configs and the class list each one's `label` (or object category) uses.
-CONFIGS: tuple[str, ...] = ("plane", "orientation", "anatomy", "bounds")
+DETECTION_TASK = "bounds"
 CLASSIFICATION_TASKS: Mapping[str, TagTask] = MappingProxyType(
     {"plane": PLANE, "orientation": ORIENTATION, "anatomy": ANATOMY}
 )
+CONFIGS: tuple[str, ...] = tuple(CLASSIFICATION_TASKS) + (DETECTION_TASK,)
+
+
+# Model tasks: one per config (a classifier per tag config, a detector for bounds), in the order the
+# CVAT plugin runs and lists them (boxes first, as the FPUS23 tasks list their labels).
+TASKS: tuple[str, ...] = (DETECTION_TASK,) + tuple(t.key for t in TAG_TASKS if t.key in CLASSIFICATION_TASKS)
+
+
+def configs_of(labels: Mapping[str, str], has_boxes: bool) -> list[str]:
+    """The configs a frame has a row in: each tag config whose label it has, and bounds if it has a box."""
+    configs = [config for config in CLASSIFICATION_TASKS if config in labels]
+    if has_boxes:
+        configs.append(DETECTION_TASK)
+    return configs
 
 
 def class_names(config: str) -> tuple[str, ...]:
     """Class order of a config: the label ClassLabel for classifiers, the category for bounds."""
-    if config == "bounds":
+    if config == DETECTION_TASK:
         return BOX_CATEGORIES
     try:
         return CLASSIFICATION_TASKS[config].classes

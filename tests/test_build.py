@@ -2,21 +2,23 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
 from unittest import mock
 
+import datasets
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image
 
-from fpus23_dataset import build as build_module
-from fpus23_dataset import image_reader, writing
 from fpus23_dataset import load, schema
-from fpus23_dataset.build import BuildError, build
+from fpus23_dataset.build import BuildError, build, pipeline
+from fpus23_dataset.build.features import features_for
 from fpus23_dataset.cli import main
-from fpus23_dataset.tables import iter_batches, read_labels, shard_files
+from fpus23_dataset.release.tables import iter_batches, read_labels, shard_files
 
 from helpers import LOCATION, ORIENT, PROBE, box, export, image, tag, write, write_png
 
@@ -27,7 +29,7 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 def test_rebuild_is_byte_identical(procedural_source, procedural_build, tmp_path):
     again = tmp_path / "again"
-    build(procedural_source, again, "1.2.3", progress=False)
+    build(procedural_source, again, "1.2.3", progress=False, workers=1)  # one process or several: same bytes
     first, second = _tree(procedural_build), _tree(again)
     assert sorted(first) == sorted(second)
     assert all(first[name] == second[name] for name in first)
@@ -36,7 +38,7 @@ def test_rebuild_is_byte_identical(procedural_source, procedural_build, tmp_path
 
 def test_failure_leaves_no_partial_output_and_keeps_the_earlier_build(procedural_source, procedural_build, tmp_path):
     fresh = tmp_path / "fresh"
-    with mock.patch.object(writing, "render_card", side_effect=RuntimeError("injected")):
+    with mock.patch.object(pipeline, "render_card", side_effect=RuntimeError("injected")):
         with pytest.raises(RuntimeError, match="injected"):
             build(procedural_source, fresh, "1.2.3", progress=False)
     assert not fresh.exists()
@@ -45,71 +47,73 @@ def test_failure_leaves_no_partial_output_and_keeps_the_earlier_build(procedural
     earlier = tmp_path / "earlier"
     shutil.copytree(procedural_build, earlier)
     before = _tree(earlier)
-    # The failure happens in a writer thread, as a full disk would; it must still reach the caller.
+    # The failure happens in a writer process, as a full disk would; it must still reach the caller.
     with mock.patch.object(pq.ParquetWriter, "write_table", side_effect=OSError("disk full")):
         with pytest.raises(OSError, match="disk full"):
-            build(procedural_source, earlier, "9.9.9", progress=False)
+            build(procedural_source, earlier, "9.9.9", progress=False, workers=2)
     assert _tree(earlier) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier"]
 
 
-def test_each_image_is_stored_once_and_the_reader_does_not_change_the_output(procedural_source, tmp_path, monkeypatch):
-    """Small row groups and shards, frames dropped mid-batch; images read by a thread or by a child process."""
-    source = tmp_path / "src"
-    shutil.copytree(procedural_source, source)
-    pngs = sorted(source.glob("four_poses/*/*.png"))
-    for victim in (pngs[5], pngs[40]):  # one flipped byte in the image data: a CRC failure
-        data = bytearray(victim.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        victim.write_bytes(bytes(data))
-    monkeypatch.setattr(writing, "READ_BATCH", 4)
-    monkeypatch.setattr(writing, "DATA_PAGE_BYTES", 30_000)
-    outputs = []
-    readers = []
-    opened = build_module.open_image_reader
-    monkeypatch.setattr(build_module, "open_image_reader", lambda *a, **k: readers.append(opened(*a, **k)) or readers[-1])
-    for in_process in (False, True):
-        monkeypatch.setattr(build_module, "READ_IN_PROCESS", in_process)
-        outputs.append(tmp_path / f"out-{in_process}")
-        result = build(source, outputs[-1], "1.0.0", progress=False, max_shard_bytes=600_000)
-        assert result.report.counts["corrupt_image"] == 2
-    assert [type(r).__name__ for r in readers] == ["ThreadImageReader", "ProcessImageReader"]
-    assert _tree(outputs[0]) == _tree(outputs[1])
-    files = sorted((outputs[1] / "data").glob("train-*.parquet"))
-    assert len(files) > 2
-    rows_per_config: Counter = Counter()
-    shared = 0  # rows that reuse an image stored for another config's row
+def test_each_config_file_holds_its_own_rows_and_describes_itself(procedural_build):
+    """What the Hub viewer and any Parquet reader see: a config's data files, read with plain pyarrow."""
+    metadata = yaml.safe_load((procedural_build / "README.md").read_text().split("---")[1])
+    assert [c["config_name"] for c in metadata["configs"]] == list(schema.CONFIGS)
+    for entry, info in zip(metadata["configs"], metadata["dataset_info"]):
+        config = entry["config_name"]
+        assert info["config_name"] == config
+        for data_files in entry["data_files"]:
+            files = sorted(procedural_build.glob(data_files["path"]))
+            assert files and all(f.parent.name == config for f in files)
+            table = pq.read_table(files)
+            expected = next(s["num_examples"] for s in info["splits"] if s["name"] == data_files["split"])
+            assert table.num_rows == expected
+            declared = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+            assert declared == features_for(config).to_dict()  # class names travel with every file
+            frame = table.drop_columns(["image"]).to_pandas()
+            assert list(frame.columns) == [c for c in features_for(config) if c != "image"]
+            for column in frame.columns:
+                if column != "probe":
+                    assert not frame[column].isna().any(), (config, column)
+            if config != "bounds":
+                assert str(frame["label"].dtype) == "int64"
+                assert set(frame["label"]) <= set(range(len(schema.class_names(config))))
+            for file in files:
+                parquet = pq.ParquetFile(file)
+                cdc = json.loads(parquet.metadata.metadata[b"content_defined_chunking"])
+                assert cdc == datasets.config.DEFAULT_CDC_OPTIONS
+                group = parquet.metadata.row_group(0)
+                columns = {group.column(k).path_in_schema: group.column(k) for k in range(group.num_columns)}
+                assert columns["image.bytes"].compression == "UNCOMPRESSED" and not columns["image.bytes"].has_dictionary_page
+                assert columns["image_id"].statistics.has_min_max and columns["image_id"].has_column_index
+                assert all(c.has_offset_index for c in columns.values())
+                assert os.stat(file).st_mode & 0o111 == 0  # a data file, not executable
+
+
+def test_shards_and_row_groups_are_bounded(procedural_source, tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "MAX_ROW_GROUP_SIZE", "1MB")
+    result = build(procedural_source, tmp_path / "out", "1.0.0", progress=False, max_shard_bytes=3_000_000, workers=2)
+    files = shard_files(tmp_path / "out", "orientation")["train"]
+    assert len(files) > 2 and files[0].name == f"train-00000-of-{len(files):05d}.parquet"
     for file in files:
         parquet = pq.ParquetFile(file)
-        image_column = parquet.schema_arrow.get_field_index("image")
-        bytes_column = next(k for k in range(parquet.metadata.num_columns) if parquet.metadata.row_group(0).column(k).path_in_schema == "image.bytes")
-        assert image_column == 1
+        assert parquet.metadata.num_row_groups >= 2
         for k in range(parquet.metadata.num_row_groups):
-            table = parquet.read_row_group(k, columns=["config", "image_id", "image"])
-            rows_per_config.update(table.column("config").to_pylist())
-            frames = set(table.column("image_id").to_pylist())
-            assert len(frames) <= 4
-            shared += table.num_rows - len(frames)
-            chunk = parquet.metadata.row_group(k).column(bytes_column)
-            assert chunk.has_dictionary_page
-            sizes = {r["image_id"]: len(r["image"]["bytes"]) for r in table.to_pylist()}
-            stored, once = chunk.total_uncompressed_size, sum(sizes.values())
-            assert once <= stored < once + 100 * table.num_rows + 1000  # each image once, not once per row
-    assert shared > 50
-    ids = set(read_labels(outputs[1], "orientation"))
-    assert f"{pngs[5].parent.name}/{pngs[5].stem}" not in ids and f"{pngs[40].parent.name}/{pngs[40].stem}" not in ids
-    assert len(ids) == sum(result.counts["orientation"][s].total() for s in result.counts["orientation"])
-    assert rows_per_config["orientation"] == result.counts["orientation"]["train"].total()
-    assert rows_per_config["bounds"] == result.counts["bounds"]["train"]["__rows__"]
+            images = parquet.read_row_group(k, columns=["image"]).column("image").combine_chunks().field("bytes")
+            assert sum(len(b) for b in images.to_pylist()) <= 1_000_000
+    assert sum(pq.ParquetFile(f).metadata.num_rows for f in files) == result.counts["orientation"]["train"].total()
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_build(procedural_source, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("do not delete")
-    with pytest.raises(BuildError, match="not an fpus23 build"):
+    with pytest.raises(FileExistsError, match="not an earlier output"):
         build(procedural_source, precious, "1.0.0", progress=False)
     assert (precious / "thesis.tex").read_text() == "do not delete"
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        build(procedural_source, tmp_path / "a-file", "1.0.0", progress=False)
     with pytest.raises(BuildError, match="X.Y.Z"):
         build(procedural_source, tmp_path / "x", "v1", progress=False)
 
@@ -203,7 +207,7 @@ def test_builder_accepts_any_png_mode_and_reports_bad_input(tmp_path):
     assert "`corrupt_image` | 1" in card and "version 0.0.1" in card
     stored = {}
     for files in shard_files(out, "orientation").values():
-        for batch in iter_batches(files, "orientation", ["image_id", "image"]):
+        for batch in iter_batches(files, ["image_id", "image"]):
             for record in batch.to_pylist():
                 stored[record["image_id"]] = Image.open(io.BytesIO(record["image"]["bytes"])).mode
     assert [stored[f"stream_a/frame_{i:06d}"] for i in range(3)] == ["L", "RGB", "RGBA"]
@@ -238,7 +242,7 @@ def test_diff_lists_added_removed_and_relabelled(tmp_path):
     build(src, tmp_path / "v1", "1.0.0", progress=False)
     write(src / "stream_a" / "annotations.xml", export_with("huvf", [box("head", 1, 1, 50, 50)], 4))
     build(src, tmp_path / "v2", "1.1.0", progress=False)
-    from fpus23_dataset.diff import diff_builds
+    from fpus23_dataset.release.diff import diff_builds
 
     changes = diff_builds(tmp_path / "v1", tmp_path / "v2")
     assert changes["orientation"]["added"] == ["stream_a/frame_000003"]
@@ -249,7 +253,7 @@ def test_diff_lists_added_removed_and_relabelled(tmp_path):
 
 
 def test_publish_calls_the_hub_client(procedural_build):
-    from fpus23_dataset.publish import publish
+    from fpus23_dataset.release.publish import PublishError, publish
 
     api = mock.Mock()
     api.upload_folder.return_value = mock.Mock(commit_url="https://hub.example/commit/abc")
@@ -260,7 +264,7 @@ def test_publish_calls_the_hub_client(procedural_build):
     assert kwargs["folder_path"] == str(procedural_build) and kwargs["repo_type"] == "dataset"
     api.create_tag.assert_called_once()
     assert api.create_tag.call_args.kwargs["tag"] == "v1.2.3"
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(PublishError, match="does not match"):
         publish(procedural_build, "org/fpus23", "v2.0.0", api=mock.Mock())
     with mock.patch("huggingface_hub.HfApi") as hf_api:
         hf_api.return_value.upload_folder.return_value = mock.Mock(commit_url="u")
@@ -297,27 +301,13 @@ def test_stats_cli(procedural_build, capsys, tmp_path):
     assert "no_plane" in out and "(frames)" in out
 
 
-def test_the_builder_does_not_import_datasets():
-    """`datasets` (with pandas) costs about a second to import, a quarter of a full 34-stream build; the builder needs neither."""
-    import subprocess
-    import sys
-
-    code = "import sys, fpus23_dataset.build, fpus23_dataset.writing; print('datasets' in sys.modules, 'pandas' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"]
-
-
-def test_a_subset_of_configs_gives_the_same_rows_as_the_full_build(procedural_source, procedural_build, tmp_path):
+def test_a_subset_of_configs_gives_the_same_files_as_the_full_build(procedural_source, procedural_build, tmp_path):
     out = tmp_path / "bounds-only"
     assert main(["build", str(procedural_source), "--out", str(out), "--version", "1.2.3", "--configs", "bounds", "--quiet"]) == 0
-    assert read_labels(out, "bounds") == read_labels(procedural_build, "bounds")  # same splits and object ids
-    subset_files, full_files = shard_files(out, "bounds"), shard_files(procedural_build, "bounds")
-    for split, files in subset_files.items():
-        stored = pq.read_table(files, columns=["config"]).column("config").unique().to_pylist()
-        assert stored == ["bounds"]
-        ours = [b.to_pylist() for b in iter_batches(files, "bounds", ["image_id", "image"])]
-        theirs = [b.to_pylist() for b in iter_batches(full_files[split], "bounds", ["image_id", "image"])]
-        assert sum(ours, []) == sum(theirs, [])
+    ours, full = _tree(out), _tree(procedural_build)
+    bounds_files = [name for name in full if name.startswith("bounds/")]
+    assert bounds_files and sorted(n for n in ours if n.endswith(".parquet")) == bounds_files
+    assert all(ours[name] == full[name] for name in bounds_files)  # same rows, splits and object ids, byte for byte
     assert read_labels(out, "orientation") == {}
     card = (out / "README.md").read_text()
     assert "config_name: bounds" in card and "config_name: orientation" not in card
@@ -333,7 +323,9 @@ def test_an_oversized_image_file_is_reported_not_read(tmp_path, monkeypatch):
         image("frame_000000.png", tag(*ORIENT, "hdvb"), width=64, height=48),
         image("frame_000001.png", tag(*ORIENT, "hdvf")),
     ))
-    monkeypatch.setattr(image_reader, "MAX_IMAGE_BYTES", small.stat().st_size + 10)
+    from fpus23_dataset.build import images
+
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", small.stat().st_size + 10)
     result = build(src, tmp_path / "out", "0.0.1", progress=False)
     assert result.report.counts["corrupt_image"] == 1
     issue = next(i for i in result.report.issues if i.code == "corrupt_image")
@@ -341,83 +333,32 @@ def test_an_oversized_image_file_is_reported_not_read(tmp_path, monkeypatch):
     assert sorted(read_labels(tmp_path / "out", "orientation")) == ["stream_a/frame_000000"]
 
 
-def test_row_group_rows_store_each_used_image_once_with_its_rows_pointing_to_it():
-    """Rows of a row group, column by column: images no row uses (frames dropped after the read) are not stored."""
-    import pyarrow as pa
-
-    from fpus23_dataset.cvat import Box, Frame
-    from fpus23_dataset.features import stored_arrow_schema
-    from fpus23_dataset.row_group import RowGroupRows
-
-    def frame(k):
-        return Frame("s", f"frame_{k}.png", k, width=672, height=389, labels={"orientation": "huvb", "probe": "v"},
-                     boxes=[Box("legs", 1.004, 2.0, 3.0, 4.0)] if k % 2 else [])
-
-    rows = RowGroupRows()
-    ids = iter(range(7, 100)).__next__
-    for position in (0, 2, 5):
-        rows.add_frame(position, frame(position), [("orientation", "train")] + [("bounds", "test")] * (position % 2), ids)
-    table, stored, indices = rows.table(stored_arrow_schema(), lambda ks: pa.array([b"x%d" % k for k in ks]))
-    assert stored == [0, 2, 5]
-    assert indices == [0, 1, 2, 2] and table.column("image").chunk(0).field("bytes").to_pylist() == [b"x0", b"x1", b"x2", b"x2"]
-    assert table.column("config").to_pylist() == ["orientation", "orientation", "orientation", "bounds"]
-    assert table.column("label").to_pylist() == [schema.ORIENTATION.classes.index("huvb")] * 3 + [None]
-    assert table.column("probe").to_pylist() == [schema.PROBE.classes.index("v")] * 4
-    assert table.column("objects").to_pylist() == [None, None, None, [
-        {"id": 7, "bbox": [1.0, 2.0, 3.0, 4.0], "category": schema.BOX_CATEGORIES.index("legs"), "area": 12.0}]]
-    assert [r["path"] for r in table.column("image").to_pylist()] == ["s/frame_0.png", "s/frame_2.png", "s/frame_5.png", "s/frame_5.png"]
-    assert table.schema == stored_arrow_schema()
+def _truncated_export_source(tmp_path: Path) -> Path:
+    """Two streams in the archive layout; the boxes export of one is cut mid-file, after complete <image> elements."""
+    src = tmp_path / "src"
+    for stream in ("stream_a", "stream_b"):
+        frames = []
+        for i in range(6):
+            write_png(src / "four_poses" / stream / f"frame_{i:06d}.png", seed=i)
+            frames.append(image(f"frame_{i:06d}.png", tag(*ORIENT, "hdvb"), box("head", 10, 10, 90, 90), id_=i))
+        text = export(*frames)
+        write(src / "annos" / "annotation" / stream / "annotations.xml", text.replace(box("head", 10, 10, 90, 90), ""))
+        write(src / "boxes" / "annotation" / stream / "annotations.xml", text[: len(text) * 2 // 3] if stream == "stream_b" else text)
+    return src
 
 
-def test_builds_in_the_earlier_layout_still_diff_and_count(procedural_build, tmp_path):
-    """fpus23 0.1 wrote a folder per config (`<config>/<split>-*.parquet`, no config column)."""
-    import pyarrow as pa
-
-    from fpus23_dataset.diff import diff_builds
-    from fpus23_dataset.features import arrow_schema, config_columns
-    from fpus23_dataset.tables import class_counts
-
-    legacy = tmp_path / "legacy"
-    for config in schema.CONFIGS:
-        for split, files in shard_files(procedural_build, config).items():
-            batches = list(iter_batches(files, config, config_columns(config)))
-            if not batches:
-                continue
-            table = pa.Table.from_batches(batches).cast(arrow_schema(config))  # the config's own features
-            (legacy / config).mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, legacy / config / f"{split}-00000-of-00001.parquet")
-    (legacy / "README.md").write_text("legacy")
-    assert class_counts(legacy) == class_counts(procedural_build)
-    changes = diff_builds(legacy, procedural_build)
-    assert all(not kinds[k] for kinds in changes.values() for k in kinds)
-    assert main(["export", str(legacy), str(tmp_path / "coco"), "--config", "bounds", "--format", "coco"]) == 0
-    with pytest.raises(FileNotFoundError, match="not an fpus23 build"):
-        class_counts(tmp_path / "nothing")
-    assert main(["stats", str(tmp_path / "nothing")]) == 1
-
-
-def test_a_write_failing_while_the_reader_waits_for_a_slot_is_raised_not_a_hang(procedural_source, tmp_path):
-    """A batch whose write failed never gives its read slot back; the build must stop, not wait for it."""
-    import subprocess
-    import sys
-
-    code = f"""
-import sys
-from fpus23_dataset import build as b, image_reader, writing
-from fpus23_dataset.parquet_images import ImageParquetWriter
-image_reader.SLOTS, writing.READ_BATCH = 2, 4
-real, calls = ImageParquetWriter.write_row_group, []
-def flaky(self, *args, **kwargs):
-    calls.append(1)
-    if len(calls) >= 3:
-        raise OSError("disk full")
-    return real(self, *args, **kwargs)
-ImageParquetWriter.write_row_group = flaky
-try:
-    b.build({str(procedural_source)!r}, {str(tmp_path / "out")!r}, "1.0.0", progress=False)
-except OSError as error:
-    print("raised", error, type(b.open_image_reader(1 << 20)).__name__)
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == ["raised", "disk", "full", "ProcessImageReader"], done.stderr[-2000:]
+def test_a_truncated_export_fails_the_build_unless_keep_going(tmp_path, capsys):
+    src = _truncated_export_source(tmp_path)
+    with pytest.raises(BuildError, match="cannot be read whole") as failure:
+        build(src, tmp_path / "out", "1.0.0", progress=False)
+    assert "stream_b" in str(failure.value) and "malformed_xml" in str(failure.value)
     assert not (tmp_path / "out").exists()
+    assert main(["build", str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+    assert main(["build", str(src), "--out", str(tmp_path / "out"), "--quiet", "--keep-going"]) == 0
+    for config in ("orientation", "bounds"):  # none of the cut stream's frames, not even those before the cut
+        assert {r["stream"] for r in read_labels(tmp_path / "out", config).values()} == {"stream_a"}
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())["report"]
+    assert list(report["omitted_streams"]) == ["stream_b"]
+    assert "`stream_b`" in (tmp_path / "out" / "README.md").read_text()

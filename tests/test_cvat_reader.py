@@ -51,14 +51,18 @@ def test_undeclared_entity_reference_is_refused(tmp_path):
     assert report.counts["untrusted_xml"] + report.counts["malformed_xml"] == 1
 
 
-def test_malformed_xml_is_reported(tmp_path):
-    bad = write(tmp_path / "a.xml", "<annotations><image name='x.png'>")
+def test_an_export_that_cannot_be_read_whole_omits_its_stream(tmp_path):
+    """Strict: neither the frames before the cut nor the stream's other, readable exports contribute."""
+    complete = export(*[image(f"frame_{i:06d}.png", tag(*ORIENT, "hdvb"), box("head", 1, 1, 9, 9)) for i in range(20)])
+    bad = write(tmp_path / "a.xml", complete[: len(complete) // 2])
     good = write(tmp_path / "b.xml", export(image("frame_000001.png", tag(*ORIENT, "hdvb"))))
     report = Report()
-    frames = read_stream("s", [bad, good], report)
-    assert [f.name for f in frames] == ["frame_000001.png"]
-    assert report.counts["malformed_xml"] == 1
+    assert read_stream("s", [bad, good], report) == []
+    assert report.counts["malformed_xml"] == 1 and report.omitted == {"s": f"{bad}: " + report.issues[0].message}
     assert "not well-formed" in report.issues[0].message
+    assert report.counts.get("duplicate_tag", 0) == 0 and report.totals["xml_files"] == 0  # nothing of it counted
+    clean = Report()
+    assert [f.name for f in read_stream("s", [good], clean)] == ["frame_000001.png"] and not clean.omitted
 
 
 def test_merge_of_tag_and_box_exports_with_duplicates_and_conflicts(tmp_path):

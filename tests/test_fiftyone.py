@@ -17,7 +17,7 @@ from PIL import Image
 
 from fpus23_dataset import schema
 from fpus23_dataset.fiftyone import configure
-from fpus23_dataset.tables import read_labels
+from fpus23_dataset.release.tables import read_labels
 
 from browser import Chromium
 

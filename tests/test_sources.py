@@ -7,7 +7,7 @@ import pytest
 
 from fpus23_dataset.cli import main
 from fpus23_dataset.report import Report
-from fpus23_dataset.sources import SourceError, discover, read_source
+from fpus23_dataset.cvat import SourceError, discover, read_source
 
 from helpers import LOCATION, ORIENT, PROBE, box, export, image, tag, write, write_png
 
@@ -91,7 +91,8 @@ def test_validate_cli_exit_codes_and_json(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "noimg")]) == 1
     captured = capsys.readouterr()
     assert "missing_image: 1" in captured.out and "nothing usable" in captured.err
-    assert main(["validate", str(tmp_path / "missing")]) == 2
+    assert main(["validate", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.strip().count("\n") == 0  # one line, no traceback
 
 
 def test_validate_deep_finds_a_flipped_byte(tmp_path, capsys):
@@ -107,70 +108,24 @@ def test_validate_deep_finds_a_flipped_byte(tmp_path, capsys):
     assert counts["corrupt_image"]["count"] == 1
 
 
-@pytest.mark.parametrize("which", ["shared", "procedural"])
-def test_parallel_parsing_gives_what_sequential_parsing_gives(which, shared_annotations, procedural_source, monkeypatch):
-    """Worker processes parse the streams; frames and the whole report are those of one process."""
-    from fpus23_dataset import sources
+def test_merged_reports_keep_the_details_adding_in_order_keeps():
     from fpus23_dataset.report import MAX_DETAILS_PER_CODE
 
-    source = discover(shared_annotations if which == "shared" else procedural_source)
-    forked = []
-    parallel = sources._ParallelStreams
-    monkeypatch.setattr(sources, "_ParallelStreams", lambda jobs, sizes, report, workers: forked.append(workers) or parallel(jobs, sizes, report, workers))
-    monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two workers even on one core
-    monkeypatch.setattr(sources, "fork_is_safe", lambda: True)  # whatever threads earlier tests left
-    results = []
-    for threshold in (1 << 60, 0):  # sequential, then forked workers
-        monkeypatch.setattr(sources, "PARALLEL_XML_BYTES", threshold)
-        report = Report()
-        frames = read_source(source, report)
-        results.append(([(f.image_id, f.index, f.labels, f.boxes, f.width, f.height, f.image_path) for f in frames], report.to_dict()))
-    assert forked == [2] and results[0] == results[1]
-    if which == "shared":  # no images here: every frame is reported missing, after being read
-        assert results[0][1]["totals"]["annotated_frames"] == 13_734 and results[0][1]["counts"]["duplicate_tag"]["count"] > 0
-    else:
-        assert len(results[0][0]) > 100
-    # merging keeps the same capped details as adding in order
     one, parts = Report(), [Report(), Report()]
     for k in range(MAX_DETAILS_PER_CODE + 50):
         for target in (one, parts[k * 2 // (MAX_DETAILS_PER_CODE + 50)]):
             target.add("duplicate_tag", f"f{k}", None, "m")
+    parts[1].omit("stream_x", "cut")
     merged = Report()
     for part in parts:
         merged.merge(part)
+    one.omit("stream_x", "cut")
     assert merged.to_dict() == one.to_dict() and len(merged.issues) == MAX_DETAILS_PER_CODE
 
 
-@pytest.mark.parametrize("failure", ["raises", "dies"])
-def test_a_failing_parser_process_names_the_stream(failure, procedural_source, monkeypatch):
-    """A parser process that raises, or that dies, ends the read with an error naming the stream; no hang."""
-    import os
-
-    from fpus23_dataset import sources
-
-    source = discover(procedural_source)
-    victim = sorted(source.streams)[-1]
-    parse = sources.read_stream
-
-    def failing(stream, files, report):  # runs in the forked worker, which inherits this patch
-        if stream == victim:
-            if failure == "dies":
-                os._exit(3)
-            raise ValueError("parser bug")
-        return parse(stream, files, report)
-
-    monkeypatch.setattr(sources, "read_stream", failing)
-    monkeypatch.setattr(sources.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(sources, "fork_is_safe", lambda: True)
-    monkeypatch.setattr(sources, "PARALLEL_XML_BYTES", 0)
-    with pytest.raises(RuntimeError, match=victim) as raised:
-        read_source(source, Report())
-    assert ("exit code 3" if failure == "dies" else "ValueError: parser bug") in str(raised.value)
-
-
-def test_parsing_is_shared_out_by_bytes_in_order():
-    from fpus23_dataset.sources import _share_out
-
-    assert _share_out([10, 10, 10, 10], 2) == [0, 1, 0, 1]
-    assert _share_out([100, 10, 10, 10, 10], 2) == [0, 1, 1, 1, 1]  # the big first job keeps worker 0 busy
-    assert _share_out([0, 0, 5], 3) == [0, 1, 2]
+def test_the_shared_streams_read_whole(shared_annotations):
+    """No images here: every frame is reported missing, after its export was read whole."""
+    report = Report()
+    assert read_source(discover(shared_annotations), report) == []
+    assert report.totals["annotated_frames"] == 13_734 and report.counts["missing_image"] == 13_734
+    assert report.counts["duplicate_tag"] > 0 and not report.omitted

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from fpus23_dataset import schema
-from fpus23_dataset.phantom import FrameSpec, Style, render
+from fpus23_dataset.synth import FrameSpec, Style, render
 from fpus23_dataset.report import Report
-from fpus23_dataset.sources import discover, read_source
+from fpus23_dataset.cvat import SourceError, discover, read_source
 from fpus23_dataset.synth import procedural_frames, procedural_stream_names, render_annotations, render_procedural
 
 BASE = FrameSpec("stream_t", 5, "hdvb", "head", None, "h", (("head", 250.0, 110.0, 150.0, 130.0),))
@@ -118,5 +118,6 @@ def test_render_for_real_annotations_keeps_geometry_and_tags(tmp_path, shared_an
 
     truth = read_stream(stream, [shared_annotations / stream / "annotations.xml"], Report())
     assert [(f.name, f.labels, f.boxes) for f in rendered] == [(f.name, f.labels, f.boxes) for f in truth]
-    with pytest.raises(ValueError, match="no such streams"):
+    with pytest.raises(SourceError, match="no such stream"):
         render_annotations(shared_annotations, tmp_path / "x", streams=["stream_nope"], progress=False)
+    assert not (tmp_path / "x").exists()  # refused before anything is written

@@ -16,8 +16,8 @@ from typing import Iterable, Iterator, Mapping
 
 from lxml import etree
 
-from . import schema
-from .report import Report
+from .. import schema
+from ..report import Report
 
 PROLOG_SCAN_BYTES = 1 << 16
 
@@ -72,6 +72,11 @@ class Frame:
     def split_group(self) -> str:
         return self.group or self.stream
 
+    @property
+    def configs(self) -> list[str]:
+        """The configs the frame has a row in."""
+        return schema.configs_of(self.labels, bool(self.boxes))
+
 
 def make_image_id(stream: str, name: str) -> str:
     """`<stream>/<frame name without extension>`: the identity of a frame everywhere."""
@@ -83,7 +88,7 @@ def frame_index(name: str, fallback: int = 0) -> int:
     return int(digits[-1]) if digits else fallback
 
 
-def _check_prolog(path: Path) -> None:
+def check_prolog(path: Path) -> None:
     """Refuse DTDs and entity declarations before the parser sees them (XXE, billion laughs)."""
     with open(path, "rb") as fh:
         head = fh.read(PROLOG_SCAN_BYTES)
@@ -110,7 +115,7 @@ def _check_prolog(path: Path) -> None:
         break
 
 
-def _parser_options() -> dict:
+def parser_options() -> dict:
     return dict(
         resolve_entities=False,
         no_network=True,
@@ -124,9 +129,9 @@ def _parser_options() -> dict:
 
 def iter_images(path: Path) -> Iterator[etree._Element]:
     """Yield each `<image>` element of an export; memory stays bounded by one element."""
-    _check_prolog(path)
+    check_prolog(path)
     # End events of <image> only: a start event per element as well cost a tenth of the parse.
-    context = etree.iterparse(str(path), events=("end",), tag="image", **_parser_options())
+    context = etree.iterparse(str(path), events=("end",), tag="image", **parser_options())
     try:
         for _, element in context:
             yield element
@@ -146,9 +151,9 @@ def iter_images(path: Path) -> Iterator[etree._Element]:
 
 def read_labels_meta(path: Path) -> list[dict]:
     """The `<labels>` of an export's task/job meta: [{"name", "attributes": {name: [values]}}]."""
-    _check_prolog(path)
+    check_prolog(path)
     labels: list[dict] = []
-    context = etree.iterparse(str(path), events=("end",), tag=("label", "image"), **_parser_options())
+    context = etree.iterparse(str(path), events=("end",), tag=("label", "image"), **parser_options())
     for _, element in context:
         if element.tag == "image":
             break
@@ -183,21 +188,33 @@ def _safe_name(name: str) -> bool:
 
 
 def read_stream(stream: str, xml_files: Iterable[Path], report: Report) -> list[Frame]:
-    """Read and merge all exports of one stream into Frame records, sorted by frame number."""
+    """Read and merge all exports of one stream into Frame records, sorted by frame number.
+
+    Strict: if any export of the stream cannot be read whole (not well-formed, truncated, refused as
+    hostile, not a CVAT export, unreadable), the stream contributes nothing and is recorded as
+    omitted. Half an export would silently drop the frames after the cut, and tags without their
+    boxes export would put frames in some configs and not in others.
+    """
     raw: dict[str, _RawFrame] = {}
+    found = Report()
+    failures: list[tuple[str, str, str]] = []  # (code, file, reason)
     for path in xml_files:
         try:
-            _read_one(stream, Path(path), raw, report)
+            _read_one(stream, Path(path), raw, found)
         except UntrustedXMLError as error:
-            report.add(error.code, error.path, None, error.reason)
+            failures.append((error.code, error.path, error.reason))
         except OSError as error:
-            report.add("malformed_xml", path, None, f"cannot read: {error.strerror or error}")
+            failures.append(("malformed_xml", str(path), f"cannot read: {error.strerror or error}"))
+    if failures:
+        for code, file, reason in failures:
+            report.add(code, file, None, reason)
+        report.omit(stream, f"{failures[0][1]}: {failures[0][2]}")
+        return []
+    report.merge(found)
     return [_resolve(stream, frame, report) for frame in sorted(raw.values(), key=lambda r: (r.index, r.name))]
 
 
 def _read_one(stream: str, path: Path, raw: dict[str, _RawFrame], report: Report) -> None:
-    # The loop runs once per <image> and child of the 34 shared streams' 70,000 elements: the tag
-    # and box handling is inlined and the lookups bound locally, which halved its cost.
     report.totals["xml_files"] += 1
     file = str(path)
     seen_here: set[str] = set()
@@ -320,93 +337,3 @@ def _resolve(stream: str, raw: _RawFrame, report: Report) -> Frame:
         seen.add(key)
         frame.boxes.append(box)
     return frame
-
-
-def _labels_element(labels_meta: list[dict]) -> etree._Element:
-    labels = etree.Element("labels")
-    for meta in labels_meta:
-        label = etree.SubElement(labels, "label")
-        etree.SubElement(label, "name").text = meta["name"]
-        etree.SubElement(label, "type").text = meta["type"]
-        attributes = etree.SubElement(label, "attributes")
-        for attr in meta["attributes"]:
-            node = etree.SubElement(attributes, "attribute")
-            etree.SubElement(node, "name").text = attr["name"]
-            etree.SubElement(node, "mutable").text = "False"
-            etree.SubElement(node, "input_type").text = "select"
-            etree.SubElement(node, "default_value").text = attr["default"]
-            etree.SubElement(node, "values").text = "\n".join(attr["values"])
-    return labels
-
-
-def write_cvat_xml(
-    path: Path,
-    task_name: str,
-    frames: Iterable[Frame],
-    *,
-    tags: bool = True,
-    boxes: bool = True,
-    source: str = "manual",
-    confidences: dict[tuple[str, int], float] | None = None,
-) -> None:
-    """Write frames as a "CVAT for images 1.1" export in the FPUS23 label schema.
-
-    `tags`/`boxes` choose what goes in (the archive keeps them in separate exports). Written to a
-    temporary file and renamed, so a reader never sees half a file.
-    """
-    frames = list(frames)
-    root = etree.Element("annotations")
-    etree.SubElement(root, "version").text = "1.1"
-    meta = etree.SubElement(root, "meta")
-    task = etree.SubElement(meta, "task")
-    etree.SubElement(task, "name").text = task_name
-    etree.SubElement(task, "size").text = str(len(frames))
-    etree.SubElement(task, "mode").text = "annotation"
-    etree.SubElement(task, "start_frame").text = "0"
-    etree.SubElement(task, "stop_frame").text = str(max(len(frames) - 1, 0))
-    task.append(_labels_element(schema.cvat_labels_meta()))
-    tasks_by_key = {t.key: t for t in schema.TAG_TASKS}
-    for position, frame in enumerate(frames):
-        image = etree.SubElement(
-            root, "image", id=str(position), name=frame.name,
-            width=str(frame.width or schema.FRAME_WIDTH), height=str(frame.height or schema.FRAME_HEIGHT),
-        )
-        if boxes:
-            for box in frame.boxes:
-                etree.SubElement(
-                    image, "box", label=schema.BOX_CVAT_LABEL_OF[box.category], occluded="0", source=source,
-                    xtl=f"{box.x:.2f}", ytl=f"{box.y:.2f}", xbr=f"{box.x + box.w:.2f}", ybr=f"{box.y + box.h:.2f}",
-                    z_order="0",
-                )
-        if tags:
-            for key in ("orientation", "anatomy", "probe", "plane"):
-                value = frame.labels.get(key)
-                if value is None or value not in tasks_by_key[key].cvat_value_of:
-                    continue
-                task_def = tasks_by_key[key]
-                tag = etree.SubElement(image, "tag", label=task_def.cvat_label, source=source)
-                etree.SubElement(tag, "attribute", name=task_def.cvat_attribute).text = task_def.cvat_value_of[value]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".part")
-    etree.ElementTree(root).write(str(temporary), encoding="utf-8", xml_declaration=True, pretty_print=True)
-    temporary.replace(path)
-
-
-def split_export(source_xml: Path, tags_out: Path, boxes_out: Path) -> None:
-    """Copy one export into the archive's two (tags only / boxes only), keeping everything else as is.
-
-    Duplicated or odd tags are kept: this is a copy, not a clean-up.
-    """
-    _check_prolog(source_xml)
-    tree = etree.parse(str(source_xml), etree.XMLParser(**_parser_options()))
-    for out, drop in ((tags_out, "box"), (boxes_out, "tag")):
-        copy = etree.fromstring(etree.tostring(tree.getroot()))
-        for image in copy.iterfind("image"):
-            for child in list(image):
-                if child.tag == drop:
-                    image.remove(child)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = out.with_name(out.name + ".part")
-        etree.ElementTree(copy).write(str(temporary), encoding="utf-8", xml_declaration=True)
-        temporary.replace(out)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import schema
+from .. import schema
 from .tables import read_labels
 
 

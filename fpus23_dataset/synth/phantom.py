@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 import numpy as np
 
-from . import schema
-from .seeding import stable_seed
+from .. import schema
+from ..seeding import stable_seed
 
 SECTOR_HALF_ANGLE = math.radians(33.0)
 

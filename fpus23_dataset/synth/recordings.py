@@ -18,13 +18,13 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from . import schema
-from .cvat import Box, Frame, read_stream, split_export, write_cvat_xml
+from .. import schema
+from ..atomic import replacing_file
+from ..cvat import Box, Frame, SourceError, discover, read_stream, split_export, write_cvat_xml
+from ..progress import tqdm
+from ..report import Report
+from ..seeding import stable_seed
 from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame
-from .progress import tqdm
-from .seeding import stable_seed
-from .report import Report
-from .sources import discover
 
 PNG_COMPRESS_LEVEL = 1  # PNG is lossless at any level; 1 keeps rendering fast
 
@@ -39,10 +39,8 @@ def _render_chunk(args: tuple[list[RenderJob], int, Style]) -> int:
     jobs, seed, style = args
     for job in jobs:
         pixels = render(job.spec, seed=seed, style=style)
-        Path(job.path).parent.mkdir(parents=True, exist_ok=True)
-        temporary = job.path + ".part"
-        Image.fromarray(pixels, mode="L").save(temporary, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(temporary, job.path)
+        with replacing_file(job.path) as temporary:
+            Image.fromarray(pixels, mode="L").save(temporary, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return len(jobs)
 
 
@@ -85,6 +83,9 @@ def render_annotations(
     out = Path(out)
     report = Report()
     wanted = set(streams) if streams is not None else None
+    if wanted is not None and (missing := wanted - set(source.streams)):
+        raise SourceError(f"{annotations}: no such stream(s): {', '.join(sorted(missing))}; "
+                          f"streams there: {', '.join(sorted(source.streams)[:3])}, ...")
     jobs: list[RenderJob] = []
     for stream in sorted(source.streams):
         if wanted is not None and stream not in wanted:
@@ -104,8 +105,6 @@ def render_annotations(
             )
         for frame in frames:
             jobs.append(RenderJob(str(out / "four_poses" / stream / frame.name), spec_from_frame(frame)))
-    if wanted is not None and (missing := wanted - set(source.streams)):
-        raise ValueError(f"{annotations}: no such streams: {', '.join(sorted(missing))}")
     report.totals["rendered_frames"] = render_jobs(jobs, seed, style, workers, progress)
     return report
 

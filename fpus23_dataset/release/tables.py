@@ -1,8 +1,4 @@
-"""Read a built dataset's rows straight from its Parquet shards, one config at a time.
-
-All configs share the files `data/<split>-*.parquet` (see `features`); a config's rows are those
-whose `config` column names it.
-"""
+"""Read a built dataset's rows straight from its Parquet shards (`<config>/<split>-*.parquet`)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -12,54 +8,33 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import schema
-from .features import CONFIG_COLUMN, DATA_DIR
+from .. import schema
+from ..errors import NotABuildError, UserError
 
 
 def shard_files(path: Path | str, config: str) -> dict[str, list[Path]]:
-    """split -> the shard files holding `config`'s rows, in order.
-
-    Builds by fpus23 0.1 kept a folder of files per config (`<config>/<split>-*.parquet`, no
-    `config` column); they are read as they are, so `diff`, `stats` and `export` span both layouts.
-    """
+    """split -> the shard files of `config`, in order ({} if the build has no such config)."""
     root = Path(path)
-    folder = root / DATA_DIR
-    if not folder.is_dir():
-        folder = root / config
-        if not folder.is_dir() and not any((root / c).is_dir() for c in schema.CONFIGS):
-            raise FileNotFoundError(f"{path}: not an fpus23 build (no {DATA_DIR}/ folder); run `fpus23 build --out {path}`")
+    schema.class_names(config)  # validates the config name
+    if not root.is_dir() or not any((root / c).is_dir() for c in schema.CONFIGS):
+        raise NotABuildError(f"{path}: not an fpus23 build (no <config>/ folders of Parquet files); "
+                             f"build one with `fpus23 build SOURCE --out {path}`")
     out: dict[str, list[Path]] = {}
-    for file in sorted(folder.glob("*.parquet")):
+    for file in sorted((root / config).glob("*.parquet")):
         out.setdefault(file.name.split("-")[0], []).append(file)
     return {s: out[s] for s in schema.SPLITS if s in out}
 
 
-def config_rows(files: list[Path], config: str) -> int:
-    """How many rows of `config` the files hold (reads only the config column)."""
-    import pyarrow.compute as pc  # not at module level: `fpus23 build` imports this module to print counts
+def config_rows(files: list[Path]) -> int:
+    """Rows in some shard files, from their footers."""
+    return sum(pq.ParquetFile(file).metadata.num_rows for file in files)
 
-    total = 0
+
+def iter_batches(files: list[Path], columns: list[str], batch_size: int = 64) -> Iterator[pa.RecordBatch]:
+    """Rows of some shard files, in stored order, `batch_size` at most at a time."""
     for file in files:
-        parquet = pq.ParquetFile(file)
-        if CONFIG_COLUMN not in parquet.schema_arrow.names:  # a file of one config (0.1 layout)
-            total += parquet.metadata.num_rows
-        else:
-            total += pc.sum(pc.equal(parquet.read(columns=[CONFIG_COLUMN])[CONFIG_COLUMN], config)).as_py() or 0
-    return total
-
-
-def iter_batches(files: list[Path], config: str, columns: list[str], batch_size: int = 64) -> Iterator[pa.RecordBatch]:
-    """A config's rows from some shard files, in stored order, `batch_size` at most at a time."""
-    import pyarrow.dataset as ds  # imports pandas: a third of a second `fpus23 build` need not spend
-
-    schema.class_names(config)  # validates the config name
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
-    shared = CONFIG_COLUMN in dataset.schema.names
-    scanner = dataset.scanner(columns=columns, filter=ds.field(CONFIG_COLUMN) == config if shared else None,
-                              batch_size=batch_size, use_threads=False)
-    for batch in scanner.to_batches():
-        if batch.num_rows:
-            yield batch
+        with pq.ParquetFile(file) as parquet:
+            yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
 
 
 def read_labels(path: Path | str, config: str) -> dict[str, dict]:
@@ -68,7 +43,7 @@ def read_labels(path: Path | str, config: str) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     classes = schema.class_names(config)
     for split, files in shard_files(path, config).items():
-        for batch in iter_batches(files, config, columns, batch_size=4096):
+        for batch in iter_batches(files, columns, batch_size=4096):
             for record in batch.to_pylist():
                 record["split"] = split
                 if config == "bounds":
@@ -122,8 +97,8 @@ def plot_counts(counts: dict[str, dict[str, Counter]], out: Path | str) -> Path:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise RuntimeError("plotting needs matplotlib: pip install 'fpus23[dev]'") from error
+    except ImportError:
+        raise UserError("--plot needs matplotlib, which is not installed: pip install 'fpus23[dev]'") from None
     configs = list(counts)
     figure, axes = plt.subplots(1, len(configs), figsize=(4.2 * len(configs), 3.6), squeeze=False)
     for axis, config in zip(axes[0], configs):

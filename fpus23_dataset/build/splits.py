@@ -15,10 +15,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import schema
-from .cvat import Frame
-from .seeding import stable_seed
-from .sources import configs_of
+from .. import schema
+from ..cvat import Frame
+from ..seeding import stable_seed
 
 SEARCH_TRIALS = 400
 MAX_OVERSHOOT = 2.5  # a small split may grow to 2.5x its target to hold every class
@@ -30,7 +29,7 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     cells: dict[str, set[tuple[str, str]]] = defaultdict(set)
     tasks = tuple(schema.CLASSIFICATION_TASKS)
     for frame in frames:  # the (config, class) cells of each group, from the frames that have a row
-        if not configs_of(frame):
+        if not frame.configs:
             continue
         labels, boxes = frame.labels, frame.boxes
         group = frame.split_group
@@ -46,8 +45,7 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
     possible_cells = {cell for cell, count in holders.items() if count >= len(ratios)}
     splits = list(ratios)
     total = sum(sizes.values())
-    # The search runs a few hundred trials on the critical path of a build: groups are indices and
-    # cells bits, so a trial is a few list comprehensions over ints.
+    # Groups are indices and cells bits, so each of the few hundred trials is cheap.
     bit = {cell: 1 << k for k, cell in enumerate(sorted(holders))}
     size = [sizes[g] for g in groups]
     held = [sum(bit[c] for c in cells[g]) for g in groups]
