@@ -39,6 +39,7 @@ test: $(STAMP_TEST) chromium
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP_TEST)
+	$(PIP) install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench_build.py
 
 clean:

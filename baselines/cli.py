@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from fpus23_dataset import schema
+
 QUICKSTART = {
     # task: (arch, image scale, epochs, max steps per epoch, batch size, lr, detector proposals)
     "orientation": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
@@ -144,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("train", help="train and evaluate one model")
-    s.add_argument("--task", required=True, choices=["plane", "orientation", "anatomy", "bounds"])
+    s.add_argument("--task", required=True, choices=schema.CONFIGS)
     s.add_argument("--arch", help="resnet34 | resnet10 | resnet8 | fasterrcnn_resnet34 | fasterrcnn_resnet10")
     s.add_argument("--protocol", choices=["stream", "paper"], default="stream")
     s.add_argument("--data", type=Path, default=Path("fpus23"), help="built dataset folder")

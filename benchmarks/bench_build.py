@@ -2,8 +2,12 @@
 
 Measures, in one run and on the same input:
 - renderer frames/s (`fpus23 synth --annotations`),
-- our build frames/s (all four configs), peak memory at 1/4, 1/2 and all streams, size on disk,
-- a warm `load_dataset(<build>, "bounds")`,
+- our build frames/s (all four configs), peak memory of the whole process tree (the build and its
+  worker processes, RSS summed, sampled every 20 ms) at 1/4, 1/2 and all streams, size on disk,
+- what the Hub's chunk store would keep: the build's files cut by a content-defined chunker
+  (`fastcdc`, 64 KB average chunks) -> unique-chunk bytes / total bytes, and the new-chunk bytes
+  when a second build adds one stream to the first,
+- the first `load_dataset(<build>, "bounds")` right after the build, and a warm one,
 - Datumaro: CVAT import -> COCO export with images, one stream per call, frames/s,
 - FiftyOne: `Dataset.from_dir(CVATImageDataset)`, one stream per call, frames/s.
 
@@ -17,6 +21,7 @@ Results: benchmarks/results/build.json and build.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -71,19 +76,67 @@ FIFTYONE_SCRIPT = textwrap.dedent(
 )
 
 
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, summed (shared pages counted in each)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            with open(f"/proc/{current}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e6
+
+
 def run_with_peak(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """Wall seconds, the child's peak resident memory in MB (from wait4), and its stdout."""
+    """Wall seconds, the peak resident memory in MB of the command's whole process tree, and its stdout."""
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+        peak = 0.0
+        while process.poll() is None:
+            peak = max(peak, _tree_rss_mb(process.pid))
+            time.sleep(0.02)
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         stdout.seek(0)
         stderr.seek(0)
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{stderr.read()[-3000:]}")
-        return seconds, usage.ru_maxrss / 1024, stdout.read()
+        return seconds, peak, stdout.read()
+
+
+def chunk_digests(build: Path) -> dict[bytes, int]:
+    """Content-defined chunks of every Parquet file of a build (64 KB average, as a chunk store cuts
+    them): SHA-256 -> chunk length."""
+    from fastcdc import fastcdc
+
+    chunks: dict[bytes, int] = {}
+    for file in sorted(build.glob("*/*.parquet")):
+        for chunk in fastcdc(str(file), min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024, fat=True):
+            chunks[hashlib.sha256(chunk.data).digest()] = chunk.length
+    return chunks
+
+
+def dedup_figures(first: Path, second: Path) -> dict:
+    """Unique-chunk bytes of `second` over its total bytes, and the bytes of its chunks `first` lacks."""
+    total = sum(f.stat().st_size for f in second.glob("*/*.parquet"))
+    old, new = chunk_digests(first), chunk_digests(second)
+    unique = sum(new.values())
+    added = sum(length for digest, length in new.items() if digest not in old)
+    return {"total_mb": round(total / 1e6, 1), "unique_chunk_mb": round(unique / 1e6, 1),
+            "unique_over_total": round(unique / total, 3), "new_chunk_mb_after_adding_one_stream": round(added / 1e6, 1),
+            "new_over_total": round(added / total, 3)}
 
 
 def timed_build(fpus23: str, source: Path, out: Path, *extra: str) -> tuple[float, float]:
@@ -103,7 +156,7 @@ def copy_floor(build: Path, rendered: Path, out: Path) -> float:
     import pyarrow.parquet as pq
 
     stored = set()
-    for file in (build / "data").glob("*.parquet"):
+    for file in build.glob("*/*.parquet"):
         stored.update(pq.read_table(file, columns=["image_id"]).column(0).to_pylist())
     frames = [p for p in sorted(rendered.glob("four_poses/*/*.png")) if f"{p.parent.name}/{p.stem}" in stored]
     shutil.rmtree(out, ignore_errors=True)
@@ -114,6 +167,20 @@ def copy_floor(build: Path, rendered: Path, out: Path) -> float:
         for path in frames:
             sink.write(path.read_bytes())
     return time.perf_counter() - started
+
+
+def link_subset(rendered: Path, streams: list[str], target: Path) -> None:
+    """An archive-layout source of some streams of the render, as symlinks (nothing copied)."""
+    if target.exists():
+        return
+    for stream in streams:
+        for kind in ("annos", "boxes"):
+            xml = rendered / kind / "annotation" / stream / "annotations.xml"
+            if xml.exists():
+                (target / kind / "annotation" / stream).mkdir(parents=True, exist_ok=True)
+                os.symlink(xml, target / kind / "annotation" / stream / "annotations.xml")
+        (target / "four_poses").mkdir(parents=True, exist_ok=True)
+        os.symlink(rendered / "four_poses" / stream, target / "four_poses" / stream)
 
 
 def summary(frames: int, runs: list[float], size_mb: float) -> dict:
@@ -189,15 +256,8 @@ def main() -> int:
     for fraction in (0.25, 0.5, 1.0):
         subset = streams[: max(1, round(len(streams) * fraction))]
         source = rendered if fraction == 1.0 else work / f"subset-{len(subset)}"
-        if fraction != 1.0 and not source.exists():
-            for stream in subset:
-                for kind in ("annos", "boxes"):
-                    xml = rendered / kind / "annotation" / stream / "annotations.xml"
-                    if xml.exists():
-                        (source / kind / "annotation" / stream).mkdir(parents=True, exist_ok=True)
-                        os.symlink(xml, source / kind / "annotation" / stream / "annotations.xml")
-                (source / "four_poses").mkdir(parents=True, exist_ok=True)
-                os.symlink(rendered / "four_poses" / stream, source / "four_poses" / stream)
+        if fraction != 1.0:
+            link_subset(rendered, subset, source)
         out = work / f"build-{len(subset)}"
         n = sum(1 for s in subset for _ in (rendered / "four_poses" / s).glob("*.png"))
         seconds, peak = timed_build(fpus23, source, out)
@@ -207,7 +267,16 @@ def main() -> int:
     results["build"] = builds
     full_build = work / f"build-{len(streams)}"
 
-    # Warm load_dataset: the second call reads the Arrow cache the first one wrote.
+    # Chunk-level dedup: the full build against itself, and against the build one stream smaller.
+    subset_33 = work / "subset-minus-one"
+    link_subset(rendered, streams[:-1], subset_33)
+    smaller = work / "build-minus-one"
+    timed_build(fpus23, subset_33, smaller)
+    results["chunk_dedup"] = dedup_figures(smaller, full_build)
+    print("chunk dedup:", results["chunk_dedup"], flush=True)
+
+    # load_dataset right after a build (the first call converts to Arrow), then warm (reads that cache).
+    timed_build(fpus23, rendered, full_build)
     cache = work / "hf-cache"
     shutil.rmtree(cache, ignore_errors=True)
     code = (
@@ -302,17 +371,22 @@ def markdown(r: dict) -> str:
     lines.append("")
     if "render" in r:
         lines.append(f"- renderer: {r['render']['frames_per_s']} frames/s ({r['render']['seconds']} s)")
-    lines.append(f"- warm `load_dataset(build, 'bounds')`: {r['load_dataset_bounds']['warm_s']} s "
-                 f"(cold, converting to Arrow: {r['load_dataset_bounds']['cold_s']} s)")
+    lines.append(f"- first `load_dataset(build, 'bounds')` right after the build (converting to Arrow): "
+                 f"{r['load_dataset_bounds']['cold_s']} s; warm: {r['load_dataset_bounds']['warm_s']} s")
+    if "chunk_dedup" in r:
+        d = r["chunk_dedup"]
+        lines.append(f"- content-defined chunks (fastcdc, 64 KB average) of the build's {d['total_mb']:,} MB: "
+                     f"{d['unique_chunk_mb']:,} MB unique ({d['unique_over_total']:.1%}); a build with one stream more "
+                     f"adds {d['new_chunk_mb_after_adding_one_stream']:,} MB of new chunks ({d['new_over_total']:.1%})")
     lines += ["", "Memory as the input grows (one run each):", "",
-              "| fpus23 build (4 configs) | streams | frames | seconds | frames/s | peak RSS MB | output MB |",
+              "| fpus23 build (4 configs) | streams | frames | seconds | frames/s | peak RSS MB (process tree) | output MB |",
               "|---|---|---|---|---|---|---|"]
     for b in r["build"]:
         lines.append(f"| | {b['streams']} | {b['frames']:,} | {b['seconds']} | {b['frames_per_s']} | {b['peak_rss_mb']} | {b['size_mb']} |")
     lines += ["", f"All {r['streams']} streams, median of the runs listed (each after a sync):", "",
               "| what | runs (s) | median s | frames/s | × Datumaro | output MB |", "|---|---|---|---|---|---|"]
     names = {
-        "build_full": "fpus23 build, all four configs (each image stored once, shared by its configs' rows)",
+        "build_full": "fpus23 build, all four configs (a table per config)",
         "copy_floor": "bytes-only floor: the stored frames' PNG bytes copied into one plain file, nothing else",
         "datumaro": "Datumaro: CVAT import -> COCO export with images (tags dropped)",
     }

@@ -21,7 +21,7 @@ from fpus23_dataset import schema
 
 LOG = logging.getLogger("fpus23.cvat")
 PRELABEL = "fpus23-prelabel"
-TAG_TASK_OF = {"orientation": schema.ORIENTATION, "anatomy": schema.ANATOMY, "plane": schema.PLANE}
+TAG_TASK_OF = dict(schema.CLASSIFICATION_TASKS)
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -112,7 +112,7 @@ def load_functions(models_dir: Path | str, device: str = "cpu") -> dict[str, Fun
     by_task: dict[str, object] = {}
     for name in sorted(predictors):
         by_task.setdefault(predictors[name].task, predictors[name])
-    order = [t for t in ("bounds", "orientation", "anatomy", "plane") if t in by_task]
+    order = [t for t in schema.TASKS if t in by_task]
 
     def prelabel(images, threshold):
         results = [[] for _ in images]

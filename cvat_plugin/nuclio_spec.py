@@ -5,9 +5,11 @@ import json
 
 import yaml
 
+from fpus23_dataset import schema
+
 from .functions import PRELABEL, label_specs_for
 
-TASKS = ["bounds", "orientation", "anatomy", "plane"]
+TASKS = list(schema.TASKS)
 
 
 def function_yaml() -> str:
