@@ -361,4 +361,5 @@ def test_a_truncated_export_fails_the_build_unless_keep_going(tmp_path, capsys):
         assert {r["stream"] for r in read_labels(tmp_path / "out", config).values()} == {"stream_a"}
     report = json.loads((tmp_path / "out" / "build_report.json").read_text())["report"]
     assert list(report["omitted_streams"]) == ["stream_b"]
+    assert "unannotated_image" not in report["counts"]  # its images are not listed as stray files either
     assert "`stream_b`" in (tmp_path / "out" / "README.md").read_text()

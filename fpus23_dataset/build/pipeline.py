@@ -17,10 +17,12 @@ import json
 import math
 import tempfile
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+import os
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .. import __version__, schema
 from ..atomic import check_replaceable, replacing_dir
@@ -31,7 +33,7 @@ from ..report import Report
 from . import splits
 from .card import render_card
 from .validate import CheckedFrame, check_images, default_workers, relative
-from .write import Row, Shard, write_shard
+from .write import Layout, Row, Shard, layout, write_shard
 
 MAX_SHARD_BYTES = 500 * 1024 * 1024  # the Hub's recommended Parquet shard size is a few hundred MB
 BUILD_MARKER = "build_report.json"
@@ -97,10 +99,37 @@ def build(
             render_procedural(rendered, seed=seed, progress=progress, workers=workers)
             return build(rendered, out, version, seed=seed, progress=progress, max_shard_bytes=max_shard_bytes,
                          configs=configs, keep_going=keep_going, workers=workers)
-    workers = workers or default_workers()
     source = discover(source_path)
+    with _processes(workers or default_workers()) as pool, ThreadPoolExecutor(1) as thread:
+        # The layouts need `datasets` (a second to import): imported in a thread while the workers,
+        # started without it, parse the exports.
+        layouts = thread.submit(lambda: {config: layout(config) for config in configs})
+        return _build(source, Path(out).absolute(), version, seed, progress, max_shard_bytes, configs, keep_going,
+                      pool, layouts)
+
+
+@contextmanager
+def _processes(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """One process pool for the whole build (parse, check, write), its workers started now, while this
+    process runs no other thread; None for one worker (everything here)."""
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        pool.submit(os.getpid).result()
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+def _build(source: Source, out: Path, version: str, seed: int, progress: bool, max_shard_bytes: int,
+           configs: Sequence[str], keep_going: bool, pool: ProcessPoolExecutor | None, layouts: Future) -> BuildResult:
+    mapper = pool.map if pool is not None else map
     report = Report()
-    frames = [frame for frame in read_source(source, report) if frame.configs]
+    frames = [frame for frame in read_source(source, report, mapper=mapper) if frame.configs]
+    source_path = source.root
     if report.omitted and not keep_going:
         raise BuildError(f"{source_path}: {len(report.omitted)} stream(s) have an export that cannot be read whole, so "
                          f"nothing was written; fix or remove them, or pass --keep-going to build without them\n"
@@ -111,18 +140,18 @@ def build(
     paper = {config: splits.paper_split([f.image_id for f in frames if config in f.configs], config, seed)
              for config in schema.CONFIGS}
     selected = [frame for frame in frames if set(frame.configs) & set(configs)]
-    checked = check_images(selected, source, report, progress=progress, workers=workers)
+    checked = check_images(selected, source, report, progress=progress, mapper=mapper)
     for config in set(report.excluded) - set(configs):
         del report.excluded[config]
     if not checked:
         raise BuildError(f"{source_path}: nothing usable: no image could be read\n" + report.format_text())
 
     rows, counts = _plan_rows(checked, groups, paper, configs)
-    result = BuildResult(Path(out).absolute(), version, counts, report, _fingerprint(source, checked), len(checked))
+    result = BuildResult(out, version, counts, report, _fingerprint(source, checked), len(checked))
     report.totals["frames_with_rows"] = len(checked)
     with replacing_dir(result.out, BUILD_MARKER) as temporary:
-        shards = _shards(temporary, rows, max_shard_bytes)
-        result.files = _write(shards, temporary, workers, progress)
+        shards = _shards(temporary, rows, max_shard_bytes, layouts.result())
+        result.files = _write(shards, temporary, pool, progress)
         sizes = {(config, split): (len(rows[config][split]), sum(r.image_size for r in rows[config][split]))
                  for config in rows for split in rows[config]}
         card = render_card(version=version, fingerprint=result.fingerprint, layout=source.layout, frames=len(checked),
@@ -145,32 +174,33 @@ def _plan_rows(checked: list[CheckedFrame], groups: dict[str, str], paper: dict[
         by_split[groups[item.frame.split_group]].append(item)
     rows: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    index = {config: {name: k for k, name in enumerate(schema.class_names(config))} for config in schema.CONFIGS}
+    probes = {name: k for k, name in enumerate(schema.PROBE.classes)}
     next_id = 1
     for split in schema.SPLITS:
         for item in by_split.get(split, []):
             frame, info = item.frame, item.info
-            probe = frame.labels.get("probe")
+            probe = probes.get(frame.labels.get("probe", ""))
             for config in frame.configs:
                 if config not in configs:
                     continue
                 if config == schema.DETECTION_TASK:
                     target = [{"id": next_id + k, "bbox": [round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2)],
-                               "category": schema.BOX_CATEGORIES.index(b.category), "area": round(b.area, 2)}
+                               "category": index[config][b.category], "area": round(b.area, 2)}
                               for k, b in enumerate(frame.boxes)]
                     next_id += len(frame.boxes)
                     counts[config][split]["__rows__"] += 1
                     counts[config][split].update(b.category for b in frame.boxes)
                 else:
-                    target = schema.class_names(config).index(frame.labels[config])
+                    target = index[config][frame.labels[config]]
                     counts[config][split][frame.labels[config]] += 1
                 rows[config][split].append(Row(
                     str(frame.image_path), info.size, f"{frame.stream}/{frame.name}", frame.image_id, frame.stream,
-                    frame.index, None if probe is None else schema.PROBE.classes.index(probe), info.width, info.height,
-                    paper[config][frame.image_id], target))
+                    frame.index, probe, info.width, info.height, paper[config][frame.image_id], target))
     return {c: dict(s) for c, s in rows.items()}, {c: dict(s) for c, s in counts.items()}
 
 
-def _shards(root: Path, rows: dict[str, dict[str, list[Row]]], max_shard_bytes: int) -> list[Shard]:
+def _shards(root: Path, rows: dict[str, dict[str, list[Row]]], max_shard_bytes: int, layouts: dict[str, Layout]) -> list[Shard]:
     """Each config's split cut into shards of about equal bytes, at most `max_shard_bytes` each."""
     shards = []
     for config in schema.CONFIGS:
@@ -187,34 +217,30 @@ def _shards(root: Path, rows: dict[str, dict[str, list[Row]]], max_shard_bytes: 
             cuts.append((start, len(split_rows)))
             for number, (begin, end) in enumerate(cuts):
                 path = root / config / f"{split}-{number:05d}-of-{len(cuts):05d}.parquet"
-                shards.append(Shard(path, config, split_rows[begin:end]))
+                shards.append(Shard(path, config, split_rows[begin:end], layouts[config]))
     return shards
 
 
-def _write(shards: list[Shard], root: Path, workers: int, progress: bool) -> dict[str, int]:
-    """Write the shards, the largest first, in a process pool (pyarrow's encoding holds the GIL in part)."""
+def _write(shards: list[Shard], root: Path, pool: ProcessPoolExecutor | None, progress: bool) -> dict[str, int]:
+    """Write the shards, the largest first, each a whole unit of work for the pool."""
     order = sorted(shards, key=lambda s: -sum(r.image_size for r in s.rows))
     files: dict[str, int] = {}
+    results = [pool.submit(write_shard, shard) for shard in order] if pool is not None else None
     with tqdm(total=sum(len(s.rows) for s in shards), desc="write", unit="row", disable=not progress, mininterval=0.5) as bar:
-        if workers <= 1 or len(shards) <= 1:
-            for shard in order:
-                files[shard.path.relative_to(root).as_posix()] = write_shard(shard)
+        try:
+            for k, shard in enumerate(order):
+                files[shard.path.relative_to(root).as_posix()] = results[k].result() if results else write_shard(shard)
                 bar.update(len(shard.rows))
-        else:
-            with ProcessPoolExecutor(min(workers, len(shards))) as pool:
-                futures = {pool.submit(write_shard, shard): shard for shard in order}
-                try:
-                    for future in futures:  # in submission order: a failure surfaces as soon as it is reached
-                        files[futures[future].path.relative_to(root).as_posix()] = future.result()
-                        bar.update(len(futures[future].rows))
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)
-                    raise
+        except BaseException:
+            for future in results or []:
+                future.cancel()
+            wait(results or [])  # no shard may still be writing when the caller removes the folder
+            raise
     return dict(sorted(files.items()))
 
 
 def _fingerprint(source: Source, checked: list[CheckedFrame]) -> str:
-    """SHA-256 over every export's bytes and every image's SHA-256."""
+    """SHA-256 over every export's bytes and every image's content digest."""
     digest = hashlib.sha256()
     for xml in sorted(xml for s in source.streams.values() for xml in s.xml_files):
         digest.update(f"xml {relative(xml, source.root)} {hashlib.sha256(xml.read_bytes()).hexdigest()}\n".encode())

@@ -5,7 +5,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from PIL import Image
 
@@ -66,24 +66,24 @@ def _check_chunk(job: tuple[list[str], bool]) -> list[ImageInfo | str]:
     return out
 
 
-def _checked(frames: Sequence[Frame], deep: bool, workers: int) -> Iterator[ImageInfo | str]:
+def _checked(frames: Sequence[Frame], deep: bool, workers: int, mapper: Callable | None) -> Iterator[ImageInfo | str]:
     jobs = [([str(f.image_path) for f in frames[k : k + CHUNK]], deep) for k in range(0, len(frames), CHUNK)]
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield from _check_chunk(job)
+    if mapper is None and workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            yield from _checked(frames, deep, workers, pool.map)
         return
-    with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-        for results in pool.map(_check_chunk, jobs):
-            yield from results
+    for results in (mapper or map)(_check_chunk, jobs):
+        yield from results
 
 
 def check_images(frames: Sequence[Frame], source: Source, report: Report, *, progress: bool = True, deep: bool = True,
-                 workers: int | None = None) -> list[CheckedFrame]:
+                 workers: int | None = None, mapper: Callable | None = None) -> list[CheckedFrame]:
     """Read every frame's image (`deep`: whole, verified, hashed; else its header); clip boxes to its
-    real size; report and drop the frames whose image cannot be used."""
+    real size; report and drop the frames whose image cannot be used. The reading runs in `workers`
+    processes, or through `mapper` (a running pool's `map`)."""
     out: list[CheckedFrame] = []
     frames = [frame for frame in frames if frame.configs]
-    results = _checked(frames, deep, workers or default_workers())
+    results = _checked(frames, deep, workers or default_workers(), mapper)
     for frame, result in tqdm(zip(frames, results), total=len(frames), desc="check images", unit="frame",
                               disable=not progress, mininterval=0.5):
         file = relative(frame.image_path, source.root)

@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .. import schema
 from ..errors import UserError
@@ -131,24 +132,33 @@ class _ImageLocator:
         return None
 
 
-def read_source(source: Source, report: Report, check_unannotated: bool = True) -> list[Frame]:
+def _parse(job: tuple[str, list[Path]]) -> tuple[list[Frame], Report]:
+    found = Report()
+    return read_stream(job[0], job[1], found), found
+
+
+def read_source(source: Source, report: Report, check_unannotated: bool = True, mapper: Callable = map) -> list[Frame]:
     """All frames of a source, sorted by (stream, frame number, name), with image paths resolved.
 
     Missing images are reported and their frames dropped here; image contents are checked later by
     whoever reads the bytes (build or validate). Plane folders are listed first: their images may
-    label frames of any stream.
+    label frames of any stream. `mapper` parses the streams (a process pool's `map`: parsing is
+    Python-bound); the report is the same whoever parses.
     """
     plane_frames: dict[str, list[Frame]] = {}
     for frame in _read_plane_folders(source, report):
         plane_frames.setdefault(frame.stream, []).append(frame)
+    xml_streams = sorted(source.streams)
+    parsed_streams = dict(zip(xml_streams, mapper(_parse, [(s, source.streams[s].xml_files) for s in xml_streams])))
     out: list[Frame] = []
     for stream in sorted(set(source.streams) | set(plane_frames)):
         frames = []
         if stream in source.streams:
-            parsed = read_stream(stream, source.streams[stream].xml_files, report)
+            parsed, found = parsed_streams.pop(stream)
+            report.merge(found)
+            if stream in report.omitted:
+                continue  # an unreadable export: the stream contributes nothing, plane-folder images included
             frames = _located(source, stream, parsed, report, check_unannotated)
-        if stream in report.omitted:
-            continue  # an unreadable export: the stream contributes nothing, plane-folder images included
         frames.extend(plane_frames.pop(stream, []))
         merged = _merge_plane_rows(frames, report)
         merged.sort(key=lambda f: (f.index, f.name))
