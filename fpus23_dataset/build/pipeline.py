@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 from collections import Counter, defaultdict
 import os
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,16 +25,16 @@ from typing import Iterator, Sequence
 
 from .. import __version__, schema
 from ..atomic import check_replaceable, replacing_dir
-from ..cvat import Source, discover, read_source
+from ..cvat import Frame, Source, discover, read_source
 from ..errors import UserError
 from ..progress import tqdm
 from ..report import Report
 from . import splits
 from .card import render_card
-from .validate import CheckedFrame, check_images, default_workers, relative
-from .write import Layout, Row, Shard, layout, write_shard
+from .validate import default_workers, relative
+from .write import Layout, Planned, Unit, UnitResult, layouts_of, write_unit
 
-MAX_SHARD_BYTES = 500 * 1024 * 1024  # the Hub's recommended Parquet shard size is a few hundred MB
+MAX_SHARD_BYTES = 256 * 1024 * 1024  # images per file at most (the Hub suggests Parquet files of a few hundred MB)
 BUILD_MARKER = "build_report.json"
 
 
@@ -100,12 +99,20 @@ def build(
             return build(rendered, out, version, seed=seed, progress=progress, max_shard_bytes=max_shard_bytes,
                          configs=configs, keep_going=keep_going, workers=workers)
     source = discover(source_path)
-    with _processes(workers or default_workers()) as pool, ThreadPoolExecutor(1) as thread:
-        # The layouts need `datasets` (a second to import): imported in a thread while the workers,
-        # started without it, parse the exports.
-        layouts = thread.submit(lambda: {config: layout(config) for config in configs})
+    with _processes(workers or default_workers()) as pool:
+        # The layouts need `datasets` (a second to import): one worker imports it while the others
+        # parse the exports, and this process, which merges what they parse, never does.
+        layouts = pool.submit(layouts_of, configs) if pool is not None else _Done(layouts_of(configs))
         return _build(source, Path(out).absolute(), version, seed, progress, max_shard_bytes, configs, keep_going,
                       pool, layouts)
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 @contextmanager
@@ -139,23 +146,21 @@ def _build(source: Source, out: Path, version: str, seed: int, progress: bool, m
     groups = splits.stream_split(frames, seed)
     paper = {config: splits.paper_split([f.image_id for f in frames if config in f.configs], config, seed)
              for config in schema.CONFIGS}
-    selected = [frame for frame in frames if set(frame.configs) & set(configs)]
-    checked = check_images(selected, source, report, progress=progress, mapper=mapper)
-    for config in set(report.excluded) - set(configs):
-        del report.excluded[config]
-    if not checked:
-        raise BuildError(f"{source_path}: nothing usable: no image could be read\n" + report.format_text())
-
-    rows, counts = _plan_rows(checked, groups, paper, configs)
-    result = BuildResult(out, version, counts, report, _fingerprint(source, checked), len(checked))
-    report.totals["frames_with_rows"] = len(checked)
-    with replacing_dir(result.out, BUILD_MARKER) as temporary:
-        shards = _shards(temporary, rows, max_shard_bytes, layouts.result())
-        result.files = _write(shards, temporary, pool, progress)
-        sizes = {(config, split): (len(rows[config][split]), sum(r.image_size for r in rows[config][split]))
-                 for config in rows for split in rows[config]}
-        card = render_card(version=version, fingerprint=result.fingerprint, layout=source.layout, frames=len(checked),
-                           counts=counts, report=report, sizes=sizes, files=result.files)
+    with replacing_dir(out, BUILD_MARKER) as temporary:
+        units = _plan_units(frames, groups, paper, configs, max_shard_bytes, layouts.result(), source.root, temporary)
+        results = _write(units, pool, progress)
+        for unit_result in results:
+            report.merge(unit_result.report)
+        digests = sorted(d for r in results for d in r.digests)
+        if not digests:
+            raise BuildError(f"{source_path}: nothing usable: no image could be read\n" + report.format_text())
+        for config in set(report.excluded) - set(configs):
+            del report.excluded[config]
+        report.totals["frames_with_rows"] = len(digests)
+        counts, sizes, files = _name_files(units, results, temporary)
+        result = BuildResult(out, version, counts, report, _fingerprint(source, digests), len(digests), files)
+        card = render_card(version=version, fingerprint=result.fingerprint, layout=source.layout, frames=len(digests),
+                           counts=counts, report=report, sizes=sizes, files=files)
         (temporary / "README.md").write_text(card, encoding="utf-8")
         report_dict = report.to_dict()
         for issue in report_dict["issues"]:
@@ -166,85 +171,77 @@ def _build(source: Source, out: Path, version: str, seed: int, progress: bool, m
     return result
 
 
-def _plan_rows(checked: list[CheckedFrame], groups: dict[str, str], paper: dict[str, dict[str, str]],
-               configs: Sequence[str]) -> tuple[dict[str, dict[str, list[Row]]], dict[str, dict[str, Counter]]]:
-    """config -> split -> rows, in frame order; objects numbered over the whole build, split by split."""
-    by_split: dict[str, list[CheckedFrame]] = defaultdict(list)
-    for item in checked:
-        by_split[groups[item.frame.split_group]].append(item)
-    rows: dict[str, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
-    counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
-    index = {config: {name: k for k, name in enumerate(schema.class_names(config))} for config in schema.CONFIGS}
-    probes = {name: k for k, name in enumerate(schema.PROBE.classes)}
-    next_id = 1
+def _plan_units(frames: list[Frame], groups: dict[str, str], paper: dict[str, dict[str, str]], configs: Sequence[str],
+                unit_bytes: int, layouts: dict[str, Layout], root: Path, folder: Path) -> list[Unit]:
+    """Each split's frames in order, cut into runs of about `unit_bytes` of images: the files of a
+    config hold one run each. Runs and object ids follow from all frames of the source, whichever
+    configs are written, so a config's files are the same in a full build and in a subset."""
+    by_split: dict[str, list[Frame]] = defaultdict(list)
+    for frame in frames:
+        by_split[groups[frame.split_group]].append(frame)
+    units, next_id = [], 1
     for split in schema.SPLITS:
-        for item in by_split.get(split, []):
-            frame, info = item.frame, item.info
-            probe = probes.get(frame.labels.get("probe", ""))
-            for config in frame.configs:
-                if config not in configs:
-                    continue
-                if config == schema.DETECTION_TASK:
-                    target = [{"id": next_id + k, "bbox": [round(b.x, 2), round(b.y, 2), round(b.w, 2), round(b.h, 2)],
-                               "category": index[config][b.category], "area": round(b.area, 2)}
-                              for k, b in enumerate(frame.boxes)]
-                    next_id += len(frame.boxes)
-                    counts[config][split]["__rows__"] += 1
-                    counts[config][split].update(b.category for b in frame.boxes)
-                else:
-                    target = index[config][frame.labels[config]]
-                    counts[config][split][frame.labels[config]] += 1
-                rows[config][split].append(Row(
-                    str(frame.image_path), info.size, f"{frame.stream}/{frame.name}", frame.image_id, frame.stream,
-                    frame.index, probe, info.width, info.height, paper[config][frame.image_id], target))
-    return {c: dict(s) for c, s in rows.items()}, {c: dict(s) for c, s in counts.items()}
+        run: list[Planned] = []
+        size = 0
+        for frame in by_split.get(split, []):
+            try:
+                image_size = os.stat(frame.image_path).st_size
+            except OSError:
+                image_size = 0  # reported when the unit reads it
+            if run and size + image_size > unit_bytes:
+                units.append(Unit(split, sum(u.split == split for u in units), run, configs, layouts, folder, root))
+                run, size = [], 0
+            run.append(Planned(frame, image_size, {c: paper[c][frame.image_id] for c in frame.configs}, next_id))
+            size += image_size
+            next_id += len(frame.boxes)
+        if run:
+            units.append(Unit(split, sum(u.split == split for u in units), run, configs, layouts, folder, root))
+    return units
 
 
-def _shards(root: Path, rows: dict[str, dict[str, list[Row]]], max_shard_bytes: int, layouts: dict[str, Layout]) -> list[Shard]:
-    """Each config's split cut into shards of about equal bytes, at most `max_shard_bytes` each."""
-    shards = []
-    for config in schema.CONFIGS:
-        for split in (s for s in schema.SPLITS if rows.get(config, {}).get(s)):
-            split_rows = rows[config][split]
-            total = sum(row.image_size for row in split_rows)
-            count = max(1, math.ceil(total / max_shard_bytes))
-            cuts, done, start = [], 0, 0
-            for position, row in enumerate(split_rows):
-                done += row.image_size
-                if done >= total * (len(cuts) + 1) / count and len(cuts) < count - 1:
-                    cuts.append((start, position + 1))
-                    start = position + 1
-            cuts.append((start, len(split_rows)))
-            for number, (begin, end) in enumerate(cuts):
-                path = root / config / f"{split}-{number:05d}-of-{len(cuts):05d}.parquet"
-                shards.append(Shard(path, config, split_rows[begin:end], layouts[config]))
-    return shards
-
-
-def _write(shards: list[Shard], root: Path, pool: ProcessPoolExecutor | None, progress: bool) -> dict[str, int]:
-    """Write the shards, the largest first, each a whole unit of work for the pool."""
-    order = sorted(shards, key=lambda s: -sum(r.image_size for r in s.rows))
-    files: dict[str, int] = {}
-    results = [pool.submit(write_shard, shard) for shard in order] if pool is not None else None
-    with tqdm(total=sum(len(s.rows) for s in shards), desc="write", unit="row", disable=not progress, mininterval=0.5) as bar:
+def _write(units: list[Unit], pool: ProcessPoolExecutor | None, progress: bool) -> list[UnitResult]:
+    """Write the units, each a whole piece of work for the pool; results in unit order."""
+    futures = [pool.submit(write_unit, unit) for unit in units] if pool is not None else None
+    results = []
+    with tqdm(total=sum(len(u.frames) for u in units), desc="build", unit="frame", disable=not progress, mininterval=0.5) as bar:
         try:
-            for k, shard in enumerate(order):
-                files[shard.path.relative_to(root).as_posix()] = results[k].result() if results else write_shard(shard)
-                bar.update(len(shard.rows))
+            for k, unit in enumerate(units):
+                results.append(futures[k].result() if futures else write_unit(unit))
+                bar.update(len(unit.frames))
         except BaseException:
-            for future in results or []:
+            for future in futures or []:
                 future.cancel()
-            wait(results or [])  # no shard may still be writing when the caller removes the folder
+            wait(futures or [])  # no unit may still be writing when the caller removes the folder
             raise
-    return dict(sorted(files.items()))
+    return results
 
 
-def _fingerprint(source: Source, checked: list[CheckedFrame]) -> str:
+def _name_files(units: list[Unit], results: list[UnitResult], root: Path):
+    """Each config's unit files renamed `<config>/<split>-NNNNN-of-NNNNN.parquet`, in unit order; with
+    the counts (config -> split -> class), the card's split sizes and each file's size."""
+    counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    sizes: dict[tuple[str, str], tuple[int, int]] = {}
+    files: dict[str, int] = {}
+    for config in schema.CONFIGS:
+        for split in schema.SPLITS:
+            written = [(r.files[config], r.counts.get(config, Counter())) for u, r in zip(units, results)
+                       if u.split == split and config in r.files]
+            for number, ((path, rows, image_bytes), counter) in enumerate(written):
+                name = f"{config}/{split}-{number:05d}-of-{len(written):05d}.parquet"
+                os.replace(path, root / name)
+                files[name] = (root / name).stat().st_size
+                counts[config][split].update(counter)
+                old = sizes.get((config, split), (0, 0))
+                sizes[(config, split)] = (old[0] + rows, old[1] + image_bytes)
+    return {c: dict(s) for c, s in counts.items()}, sizes, dict(sorted(files.items()))
+
+
+def _fingerprint(source: Source, digests: list[tuple[str, str]]) -> str:
     """SHA-256 over every export's bytes and every image's content digest."""
     digest = hashlib.sha256()
     for xml in sorted(xml for s in source.streams.values() for xml in s.xml_files):
         digest.update(f"xml {relative(xml, source.root)} {hashlib.sha256(xml.read_bytes()).hexdigest()}\n".encode())
-    for image_id, image_digest in sorted((c.frame.image_id, c.info.digest) for c in checked):
+    for image_id, image_digest in digests:
         digest.update(f"image {image_id} {image_digest}\n".encode())
     return digest.hexdigest()
 
