@@ -11,6 +11,10 @@ from . import __version__, schema
 from .errors import UserError
 
 
+EXTRAS = {"fiftyone": "fiftyone", "torch": "baselines", "torchvision": "baselines", "baselines": "baselines",
+          "matplotlib": "dev", "pycocotools": "dev"}
+
+
 def _validate(args) -> int:
     from .build.validate import validate
 
@@ -56,7 +60,7 @@ def _build(args) -> int:
         print(result.report.format_text(max_lines_per_code=3))
     from .release.tables import format_counts
 
-    print(format_counts(result.class_counts()))
+    print(format_counts(result.counts))
     return 0
 
 
@@ -202,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as error:  # a mistake the user can fix: the message says what and how, no traceback
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:  # an optional extra this command needs is not installed
+        extra = EXTRAS.get((error.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: `fpus23 {args.command}` needs {error.name}: pip install 'fpus23[{extra}]'", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

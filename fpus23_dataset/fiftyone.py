@@ -158,20 +158,13 @@ def evaluate(dataset, tasks: Iterable[str], print_report: bool = True) -> dict:
             view = dataset.exists(task)
             result = view.evaluate_classifications(f"{task}_pred", gt_field=task, eval_key=f"eval_{task}",
                                                    classes=list(schema.class_names(task)))
-            results[task] = {"accuracy": _accuracy(result), "report": result.report()}
+            results[task] = {"accuracy": result.metrics()["accuracy"], "report": result.report()}
         if print_report:
             print(f"== {task}")
             result.print_report()
             if task == "bounds":
                 print(f"mAP (COCO, FiftyOne): {results[task]['mAP']:.4f}")
     return results
-
-
-def _accuracy(result) -> float:
-    import numpy as np
-
-    ytrue, ypred = np.asarray(result.ytrue), np.asarray(result.ypred)
-    return float((ytrue == ypred).mean()) if len(ytrue) else 0.0
 
 
 def launch(dataset, port: int = 5151, address: str = "127.0.0.1"):

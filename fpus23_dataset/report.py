@@ -1,9 +1,8 @@
 """What a read or a build found wrong, with file, frame and reason, and every count."""
 from __future__ import annotations
 
-import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 # code -> (severity, what happens to the frame or annotation)
@@ -38,9 +37,6 @@ class Issue:
     file: str
     frame: str | None
     message: str
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "file": self.file, "frame": self.frame, "message": self.message}
 
 
 @dataclass
@@ -94,11 +90,8 @@ class Report:
             },
             "excluded": {c: dict(sorted(r.items())) for c, r in sorted(self.excluded.items())},
             "omitted_streams": dict(sorted(self.omitted.items())),
-            "issues": [i.to_dict() for i in sorted(self.issues, key=_issue_key)],
+            "issues": [asdict(i) for i in sorted(self.issues, key=_issue_key)],
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     def format_text(self, max_lines_per_code: int = 5) -> str:
         lines = ["totals: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.totals.items()))]

@@ -70,3 +70,16 @@ def test_a_path_that_is_not_a_build(command, tmp_path, capsys):
     if command == "fiftyone":
         pytest.importorskip("fiftyone", reason="the [fiftyone] extra is not installed")
     _one_line_error(capsys, argv, "not an fpus23 build")
+
+
+def test_a_missing_extra_is_named_with_its_install_command(procedural_build, tmp_path, capsys, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_fiftyone(name, *args, **kwargs):
+        if name == "fiftyone" or name.startswith("fiftyone."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_fiftyone)
+    _one_line_error(capsys, ["fiftyone", str(procedural_build), "--database-dir", str(tmp_path / "db")],
+                    "pip install 'fpus23[fiftyone]'")

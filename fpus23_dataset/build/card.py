@@ -12,15 +12,6 @@ from .. import schema
 from ..report import CODES, Report
 from .features import yaml_features
 
-CITATION = """@article{prabakaran2023fpus23,
-  title   = {FPUS23: An Ultrasound Fetus Phantom Dataset with Deep Neural Network Evaluations for Fetus Orientations, Fetal Planes, and Anatomical Features},
-  author  = {Prabakaran, Bharath Srinivas and Hamelmann, Paul and Ostrowski, Erik and Shafique, Muhammad},
-  journal = {IEEE Access},
-  year    = {2023},
-  doi     = {10.1109/ACCESS.2023.3284315}
-}"""
-
-
 def _metadata(version: str, fingerprint: str, frames: int, sizes: dict[tuple[str, str], tuple[int, int]],
               files: dict[str, int]) -> dict:
     """One `configs` entry per config with its own data files, and its `dataset_info` (features, split sizes).
@@ -83,11 +74,10 @@ def render_card(*, version: str, fingerprint: str, layout: str, frames: int, cou
             continue
         classes = schema.class_names(config)
         splits = [s for s in schema.SPLITS if s in per_split]
+        detection = config == schema.DETECTION_TASK
         rows = [[c] + [f"{per_split[s][c]:,}" for s in splits] + [f"{sum(per_split[s][c] for s in splits):,}"] for c in classes]
-        if config == schema.DETECTION_TASK:
-            rows.append(["frames (rows)"] + [f"{per_split[s]['__rows__']:,}" for s in splits] + [f"{sum(per_split[s]['__rows__'] for s in splits):,}"])
-        else:
-            rows.append(["total"] + [f"{sum(per_split[s].values()):,}" for s in splits] + [f"{sum(sum(per_split[s].values()) for s in splits):,}"])
+        totals = [per_split[s]["(frames)"] if detection else sum(per_split[s].values()) for s in splits]
+        rows.append(["frames (rows)" if detection else "total"] + [f"{n:,}" for n in totals] + [f"{sum(totals):,}"])
         tables.append({"config": config, "unit": "boxes" if config == schema.DETECTION_TASK else "frames", "header": ["class"] + splits + ["all"], "rows": rows})
     excluded = [
         {"config": c, "reasons": ", ".join(f"{r}: {n:,}" for r, n in sorted(reasons.items()))}
@@ -97,6 +87,6 @@ def render_card(*, version: str, fingerprint: str, layout: str, frames: int, cou
     metadata = yaml.safe_dump(_metadata(version, fingerprint, frames, sizes, files), sort_keys=False, allow_unicode=True, width=120)
     return environment.from_string(_template_text()).render(
         metadata=metadata.rstrip("\n"), version=version, fingerprint=fingerprint, layout=layout, tables=tables,
-        excluded=excluded, omitted=sorted(report.omitted.items()), problems=problems, citation=CITATION, schema=schema,
+        excluded=excluded, omitted=sorted(report.omitted.items()), problems=problems, schema=schema,
         frames=frames,
     )

@@ -5,7 +5,6 @@ import io
 import os
 from dataclasses import dataclass
 
-import xxhash
 from PIL import Image
 
 MAX_IMAGE_BYTES = 16 << 20  # FPUS23 frames are ~0.1 MB: a file far larger is not a frame, and is not read
@@ -22,7 +21,6 @@ class ImageInfo:
     height: int
     mode: str
     size: int  # file size in bytes
-    digest: str = ""  # "xxh3-128:<hex>" of the file's bytes, when read (a content identity, not a security check)
 
 
 def inspect_image(data: bytes, verify: bool = True) -> ImageInfo:
@@ -44,14 +42,18 @@ def inspect_image(data: bytes, verify: bool = True) -> ImageInfo:
     return info
 
 
-def read_checked(path: os.PathLike | str, verify: bool = True) -> tuple[bytes, ImageInfo]:
-    """The file's bytes and what they hold, with their XXH3-128 digest (a tenth of SHA-256's cost, and
-    collisions need intent); refuses a file over MAX_IMAGE_BYTES unread."""
-    size = os.stat(path).st_size
+def too_large(size: int) -> str | None:
+    """Why a file of `size` bytes is not read, if it is not."""
     if size > MAX_IMAGE_BYTES:
-        raise CorruptImage(f"file is {size:,} bytes, over {MAX_IMAGE_BYTES >> 20} MB: far larger than any ultrasound frame")
+        return f"file is {size:,} bytes, over {MAX_IMAGE_BYTES >> 20} MB: far larger than any ultrasound frame"
+    return None
+
+
+def read_checked(path: os.PathLike | str, verify: bool = True) -> tuple[bytes, ImageInfo]:
+    """The file's bytes and what they hold; refuses a file over MAX_IMAGE_BYTES unread."""
+    if reason := too_large(os.stat(path).st_size):
+        raise CorruptImage(reason)
     with open(path, "rb") as fh:
         data = fh.read()
-    info = inspect_image(data, verify)
-    return data, ImageInfo(info.format, info.width, info.height, info.mode, info.size, "xxh3-128:" + xxhash.xxh3_128_hexdigest(data))
+    return data, inspect_image(data, verify)
 

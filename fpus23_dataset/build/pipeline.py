@@ -1,22 +1,19 @@
-"""CVAT exports + images -> a Hugging Face dataset folder: Parquet shards per config and split, card, report.
+"""CVAT exports + images -> a Hugging Face dataset folder: Parquet files per config and split, card, report.
 
-Top to bottom, once each: read and merge the exports; choose both split protocols from the
-annotations alone; read and verify every image once; number the objects; write each config's
-shards (a process pool over whole shards); render the card and the report. Everything is written
-into a sibling temporary folder that replaces `out` only when complete.
-
-Strict by default: a stream with an export that cannot be read whole stops the build (no output,
-the full report in the error). `keep_going` builds the other streams and records the omission in
-`build_report.json` and the card. Frame-level problems (missing or corrupt image, bad box) leave
-the frame out of the configs it cannot serve, counted with their reason.
+Top to bottom: parse the exports; choose both split protocols and number the objects from the
+annotations alone; read, check and write every image once (a process pool over runs of frames);
+card and report. All of it in a sibling temporary folder that replaces `out` only when complete.
+Strict by default: a stream with an export that cannot be read whole stops the build (no output, the
+full report in the error); `keep_going` builds the rest and records the omission in the report and
+card. A frame whose image is missing or corrupt, or a bad box, is left out and counted with its reason.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections import Counter, defaultdict
-import os
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,27 +43,11 @@ class BuildError(UserError):
 class BuildResult:
     out: Path
     version: str
-    counts: dict[str, dict[str, Counter]]  # config -> split -> class -> rows ("__rows__": frames of bounds)
+    counts: dict[str, dict[str, Counter]]  # config -> split -> class -> rows (bounds: boxes, and "(frames)")
     report: Report
     fingerprint: str
     frames_read: int
     files: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
-
-    @property
-    def bytes_written(self) -> int:
-        return sum(self.files.values())
-
-    def class_counts(self) -> dict[str, dict[str, Counter]]:
-        """The counts in `release.tables.class_counts` form (bounds: boxes per class and '(frames)')."""
-        out: dict[str, dict[str, Counter]] = {}
-        for config, per_split in self.counts.items():
-            out[config] = {}
-            for split in (s for s in schema.SPLITS if s in per_split):
-                counter = Counter(per_split[split])
-                if config == schema.DETECTION_TASK:
-                    counter["(frames)"] = counter.pop("__rows__", 0)
-                out[config][split] = counter
-        return out
 
 
 def build(
@@ -102,17 +83,11 @@ def build(
     with _processes(workers or default_workers()) as pool:
         # The layouts need `datasets` (a second to import): one worker imports it while the others
         # parse the exports, and this process, which merges what they parse, never does.
-        layouts = pool.submit(layouts_of, configs) if pool is not None else _Done(layouts_of(configs))
+        layouts = pool.submit(layouts_of, configs) if pool is not None else Future()
+        if pool is None:
+            layouts.set_result(layouts_of(configs))
         return _build(source, Path(out).absolute(), version, seed, progress, max_shard_bytes, configs, keep_going,
                       pool, layouts)
-
-
-class _Done:
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
 
 
 @contextmanager

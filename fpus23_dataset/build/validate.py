@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 from PIL import Image
 
@@ -41,8 +41,7 @@ def fit_to_image(frame: Frame, width: int, height: int, file: str, report: Repor
             report.exclude(["bounds"], "no_box_inside_image")
 
 
-@dataclass
-class CheckedFrame:
+class CheckedFrame(NamedTuple):
     frame: Frame
     info: ImageInfo
 
@@ -66,24 +65,21 @@ def _check_chunk(job: tuple[list[str], bool]) -> list[ImageInfo | str]:
     return out
 
 
-def _checked(frames: Sequence[Frame], deep: bool, workers: int, mapper: Callable | None) -> Iterator[ImageInfo | str]:
+def _checked(frames: Sequence[Frame], deep: bool, workers: int) -> Iterator[ImageInfo | str]:
     jobs = [([str(f.image_path) for f in frames[k : k + CHUNK]], deep) for k in range(0, len(frames), CHUNK)]
-    if mapper is None and workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-            yield from _checked(frames, deep, workers, pool.map)
-        return
-    for results in (mapper or map)(_check_chunk, jobs):
-        yield from results
+    workers = min(workers, len(jobs))
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for results in (pool.map if pool is not None else map)(_check_chunk, jobs):
+            yield from results
 
 
 def check_images(frames: Sequence[Frame], source: Source, report: Report, *, progress: bool = True, deep: bool = True,
-                 workers: int | None = None, mapper: Callable | None = None) -> list[CheckedFrame]:
-    """Read every frame's image (`deep`: whole, verified, hashed; else its header); clip boxes to its
-    real size; report and drop the frames whose image cannot be used. The reading runs in `workers`
-    processes, or through `mapper` (a running pool's `map`)."""
+                 workers: int | None = None) -> list[CheckedFrame]:
+    """Read every frame's image (`deep`: whole and verified; else its header) in `workers` processes;
+    clip boxes to its real size; report and drop the frames whose image cannot be used."""
     out: list[CheckedFrame] = []
     frames = [frame for frame in frames if frame.configs]
-    results = _checked(frames, deep, workers or default_workers(), mapper)
+    results = _checked(frames, deep, workers or default_workers())
     for frame, result in tqdm(zip(frames, results), total=len(frames), desc="check images", unit="frame",
                               disable=not progress, mininterval=0.5):
         file = relative(frame.image_path, source.root)

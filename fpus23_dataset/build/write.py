@@ -2,16 +2,12 @@
 selected config's file for that run, the way `datasets` writes Parquet for the Hub.
 
 Each image is read once, checked (Pillow: every PNG chunk CRC; other formats decoded), hashed, and
-written into each config the frame belongs to. A frame whose image cannot be used is left out of
-every config and reported; its size from the image wins over the export's (boxes clipped to it).
-
-pyarrow's `ParquetWriter` gets the options `datasets.io.parquet.ParquetDatasetWriter` uses:
-content-defined chunking (`datasets.config.DEFAULT_CDC_OPTIONS`, recorded in the file's key-value
-metadata as `datasets` records it), the page index, column statistics, and `datasets`' per-column
-options (image bytes PLAIN and uncompressed, the other columns dictionary + snappy). With CDC, page
-boundaries follow the content, so the Hub's chunk store keeps an image that several configs share
-once, and a new version uploads only the pages that changed. Row groups stay under
-`datasets.config.MAX_ROW_GROUP_SIZE` so the dataset viewer can page through a file.
+written into each config it belongs to; one that cannot be used is left out of every config and
+reported. `pq.ParquetWriter` gets the options of `datasets`' `ParquetDatasetWriter`: content-defined
+chunking (`datasets.config.DEFAULT_CDC_OPTIONS`, recorded in the key-value metadata as `datasets`
+records it, so the Hub's chunk store keeps an image the configs share once and a new version uploads
+only changed pages), the page index, statistics, `datasets`' per-column options, and row groups under
+`datasets.config.MAX_ROW_GROUP_SIZE` so the viewer can page through a file.
 """
 from __future__ import annotations
 
@@ -124,9 +120,8 @@ def _read(batch: Sequence[Planned], buffer: bytearray) -> tuple[np.ndarray, dict
     for k, planned in enumerate(batch):
         start = size = int(offsets[k])
         try:
-            if planned.size > image_checks.MAX_IMAGE_BYTES:
-                raise CorruptImage(f"file is {planned.size:,} bytes, over {image_checks.MAX_IMAGE_BYTES >> 20} MB: "
-                                   f"far larger than any ultrasound frame")
+            if reason := image_checks.too_large(planned.size):
+                raise CorruptImage(reason)
             with open(planned.frame.image_path, "rb", buffering=0) as fh:
                 size = start + fh.readinto(view[start : start + planned.size])
                 if fh.read(1):
@@ -193,7 +188,7 @@ def write_unit(unit: Unit) -> UnitResult:
                 for config in kept:
                     rows[config].append((position, planned))
                     if config == schema.DETECTION_TASK:
-                        result.counts[config]["__rows__"] += 1
+                        result.counts[config]["(frames)"] += 1
                         result.counts[config].update(b.category for b in frame.boxes)
                     else:
                         result.counts[config][frame.labels[config]] += 1

@@ -3,7 +3,3 @@ from .reader import Box, Frame, UntrustedXMLError, clip_boxes, frame_index, iter
 from .sources import IMAGE_SUFFIXES, Source, SourceError, discover, read_source
 from .writer import split_export, write_cvat_xml
 
-__all__ = [
-    "Box", "Frame", "UntrustedXMLError", "clip_boxes", "frame_index", "iter_images", "make_image_id", "read_labels_meta",
-    "read_stream", "IMAGE_SUFFIXES", "Source", "SourceError", "discover", "read_source", "split_export", "write_cvat_xml",
-]

@@ -89,30 +89,16 @@ def frame_index(name: str, fallback: int = 0) -> int:
 
 
 def check_prolog(path: Path) -> None:
-    """Refuse DTDs and entity declarations before the parser sees them (XXE, billion laughs)."""
+    """Refuse DTDs and entity declarations before the parser sees them (XXE, billion laughs): past
+    comments and processing instructions, the first markup must be the root element."""
     with open(path, "rb") as fh:
-        head = fh.read(PROLOG_SCAN_BYTES)
-    # The DOCTYPE can only come before the root element; look at everything up to it.
-    text = head.decode("utf-8", errors="replace")
-    position = 0
-    while True:
-        lt = text.find("<", position)
-        if lt < 0 or lt + 1 >= len(text):
-            break
-        nxt = text[lt + 1]
-        if nxt == "?":  # processing instruction / XML declaration
-            position = text.find("?>", lt) + 2 if text.find("?>", lt) >= 0 else len(text)
-            continue
-        if text.startswith("<!--", lt):
-            end = text.find("-->", lt)
-            position = end + 3 if end >= 0 else len(text)
-            continue
-        if nxt == "!":
-            raise UntrustedXMLError(
-                path, "DTD or entity declaration found (<!DOCTYPE/<!ENTITY); CVAT exports never have one "
-                "and entity expansion is refused"
-            )
-        break
+        prolog = _COMMENTS_AND_PIS.sub(b"", fh.read(PROLOG_SCAN_BYTES).removeprefix(b"\xef\xbb\xbf")).lstrip()
+    if prolog.startswith(b"<!"):
+        raise UntrustedXMLError(path, "DTD or entity declaration found (<!DOCTYPE/<!ENTITY); CVAT exports never have one "
+                                      "and entity expansion is refused")
+
+
+_COMMENTS_AND_PIS = re.compile(rb"<!--.*?-->|<\?.*?\?>", re.S)
 
 
 def parser_options() -> dict:

@@ -2,7 +2,3 @@
 from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame
 from .recordings import ANATOMY_SIZE, RenderJob, procedural_frames, procedural_stream_names, render_annotations, render_jobs, render_procedural
 
-__all__ = [
-    "DEFAULT_STYLE", "FrameSpec", "Style", "render", "spec_from_frame", "ANATOMY_SIZE", "RenderJob", "procedural_frames",
-    "procedural_stream_names", "render_annotations", "render_jobs", "render_procedural",
-]

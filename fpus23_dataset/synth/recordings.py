@@ -8,8 +8,9 @@ FPUS23 archive layout (`four_poses/<stream>/frame_NNNNNN.png`, `annos/annotation
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,25 +49,13 @@ def render_jobs(
     jobs: Sequence[RenderJob], seed: int = 0, style: Style = DEFAULT_STYLE, workers: int | None = None, progress: bool = True
 ) -> int:
     """Render and write PNGs in parallel; deterministic whatever the scheduling (seeds are per frame)."""
-    workers = max(1, workers or os.cpu_count() or 1)
-    chunk = 16
-    chunks = [(list(jobs[i : i + chunk]), seed, style) for i in range(0, len(jobs), chunk)]
-    bar = tqdm(total=len(jobs), unit="frame", desc="render", disable=not progress, mininterval=0.5)
-    done = 0
-    try:
-        if workers == 1 or len(chunks) <= 1:
-            for item in chunks:
-                done += _render_chunk(item)
-                bar.update(len(item[0]))
-        else:
-            context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-            with context.Pool(workers) as pool:
-                for count in pool.imap_unordered(_render_chunk, chunks):
-                    done += count
-                    bar.update(count)
-    finally:
-        bar.close()
-    return done
+    chunks = [(list(jobs[i : i + 16]), seed, style) for i in range(0, len(jobs), 16)]
+    workers = min(workers or os.cpu_count() or 1, len(chunks))
+    with tqdm(total=len(jobs), unit="frame", desc="render", disable=not progress, mininterval=0.5) as bar, \
+            (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
+        for count in (pool.map if pool is not None else map)(_render_chunk, chunks):
+            bar.update(count)
+        return bar.n
 
 
 def render_annotations(
