@@ -55,7 +55,7 @@ def render_jobs(
             (ProcessPoolExecutor(workers) if workers > 1 else nullcontext()) as pool:
         for count in (pool.map if pool is not None else map)(_render_chunk, chunks):
             bar.update(count)
-        return bar.n
+    return len(jobs)
 
 
 def render_annotations(
