@@ -10,6 +10,7 @@ from fpus23_dataset import schema
 from .functions import PRELABEL, label_specs_for
 
 TASKS = list(schema.TASKS)
+FUNCTION_DIR = "/opt/nuclio"  # where nuclio copies the function folder (cvat_plugin/nuclio/) in the image
 
 
 def function_yaml() -> str:
@@ -29,13 +30,15 @@ def function_yaml() -> str:
             "runtime": "python:3.11",
             "handler": "main:handler",
             "eventTimeout": "30s",
-            "env": [{"name": "FPUS23_MODELS", "value": "/opt/nuclio/models"}],
+            "env": [{"name": "FPUS23_MODELS", "value": f"{FUNCTION_DIR}/models"}],
             "build": {
                 "image": "cvat.fpus23.prelabel",
                 "baseImage": "python:3.11-slim",
-                "directives": {"preCopy": [
-                    {"kind": "WORKDIR", "value": "/opt/nuclio"},
-                    {"kind": "RUN", "value": "pip install --no-cache-dir 'fpus23[baselines,cvat] @ file:///opt/nuclio/fpus23'"},
+                # nuclio copies the function folder into /opt/nuclio between preCopy and postCopy: the
+                # install reads the copied repository, so it runs after the copy.
+                "directives": {"postCopy": [
+                    {"kind": "WORKDIR", "value": FUNCTION_DIR},
+                    {"kind": "RUN", "value": f"pip install --no-cache-dir 'fpus23[baselines,cvat] @ file://{FUNCTION_DIR}/fpus23'"},
                 ]},
             },
             "triggers": {"myHttpTrigger": {"maxWorkers": 2, "kind": "http", "workerAvailabilityTimeoutMilliseconds": 10000,

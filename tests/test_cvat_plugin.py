@@ -301,3 +301,52 @@ def test_nuclio_yaml_is_generated_from_the_schema(frame_png, models_dir, monkeyp
     assert ok.status_code == 200 and any(i["label"] == "Orientation" for i in json.loads(ok.body))
     bad = handler_module.handler(Context, type("Event", (), {"body": b"{"}))
     assert bad.status_code == 400
+
+
+def test_nuclio_build_steps_use_only_paths_that_exist_at_their_step(tmp_path):
+    """nuclio's generated Dockerfile (its function-configuration reference): FROM the base image, the
+    `preCopy` directives, COPY of the function folder to /opt/nuclio, the `postCopy` directives. Lay
+    out the function folder as the yaml's header says, replay the steps on a stand-in image tree, and
+    check that each path a step names exists by then."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from cvat_plugin.nuclio_spec import FUNCTION_DIR, function_yaml
+
+    spec = yaml.safe_load(function_yaml())["spec"]
+    function_folder = tmp_path / "function"  # cvat_plugin/nuclio/ + the repository in fpus23/ + bundles in models/
+    shutil.copytree(Path(__file__).resolve().parents[1] / "cvat_plugin" / "nuclio", function_folder)
+    (function_folder / "fpus23").mkdir()
+    (function_folder / "fpus23" / "pyproject.toml").write_text("[project]\nname = 'fpus23'\n")
+    (function_folder / "models").mkdir()
+    image = tmp_path / "image"  # the container's file system
+    image.mkdir()
+
+    def exists(path: str) -> bool:
+        return (image / path.lstrip("/")).exists()
+
+    directives = spec["build"]["directives"]
+    assert set(directives) <= {"preCopy", "postCopy"}
+    steps = [("directive", d) for d in directives.get("preCopy", [])] + [("copy", None)] + \
+            [("directive", d) for d in directives.get("postCopy", [])]
+    workdir = "/"
+    for kind, directive in steps:
+        if kind == "copy":
+            shutil.copytree(function_folder, image / FUNCTION_DIR.lstrip("/"), dirs_exist_ok=True)
+            continue
+        if directive["kind"] == "WORKDIR":
+            workdir = directive["value"]
+            (image / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            continue
+        for path in re.findall(r"file://(/[^'\" ]+)", directive["value"]) + re.findall(r"(?<![\w:/])(/opt/[^'\" ]+)", directive["value"]):
+            assert exists(path), f"{directive['value']!r} needs {path}, which is not in the image at that step"
+    assert workdir == FUNCTION_DIR
+    for variable in spec["env"]:
+        if variable["value"].startswith("/"):
+            assert exists(variable["value"]), variable
+    assert exists(f"{FUNCTION_DIR}/{spec['handler'].split(':')[0]}.py")
+    install = next(d["value"] for d in directives["postCopy"] if d["kind"] == "RUN")
+    assert "fpus23[baselines,cvat]" in install  # the handler imports the plugin and the models' code
