@@ -7,12 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
+from fpus23_dataset.errors import UserError
+
 
 def _serve(args) -> int:
     from .server import serve
 
-    serve(args.models, host=args.host, port=args.port, threads=args.threads, max_bytes=args.max_bytes,
-          max_pixels=args.max_pixels, device=args.device)
+    serve(args.models, host=args.host, port=args.port, threads=args.threads, direct_port=args.direct_port,
+          max_bytes=args.max_bytes, max_pixels=args.max_pixels, device=args.device)
     return 0
 
 
@@ -20,6 +22,8 @@ def _prelabel(args) -> int:
     from .functions import load_functions
     from .prelabel import prelabel_recording
 
+    if not args.recording.is_dir():
+        raise FileNotFoundError(f"{args.recording}: no such recording folder (a folder of frames)")
     count = prelabel_recording(args.recording, args.out, load_functions(args.models, device=args.device),
                                threshold=args.threshold, progress=not args.quiet)
     print(f"{args.out}: {count} frames pre-labelled (source=auto); import it in CVAT with Upload annotations, "
@@ -30,8 +34,11 @@ def _prelabel(args) -> int:
 def _functions(args) -> int:
     from .functions import load_functions, nuclio_function_json
 
+    from .server import function_ports
+
     functions = load_functions(args.models)
-    print(json.dumps({n: nuclio_function_json(f, args.port) for n, f in functions.items()}, indent=2))
+    ports = function_ports(args.models, args.direct_port) if args.direct_port else {}
+    print(json.dumps({n: nuclio_function_json(f, ports.get(n, args.port)) for n, f in functions.items()}, indent=2))
     return 0
 
 
@@ -52,8 +59,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the nuclio-compatible API for CVAT (waitress)")
     s.add_argument("--models", type=Path, required=True, help="folder of model bundles")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8070)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 (or the Docker bridge's address) for CVAT's containers to reach it")
+    s.add_argument("--port", type=int, default=8070, help="the dashboard API port CVAT's lambda manager calls")
+    s.add_argument("--direct-port", type=int, help="also serve each function alone on its own port from this one "
+                   "(fpus23-prelabel first, then the bundles by name): what CVAT's direct invoke method calls")
     s.add_argument("--threads", type=int, default=4)
     s.add_argument("--max-bytes", type=int, default=16 * 1024 * 1024)
     s.add_argument("--max-pixels", type=int, default=4096 * 4096)
@@ -70,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("functions", help="print the function list as CVAT will see it")
     s.add_argument("--models", type=Path, required=True)
     s.add_argument("--port", type=int, default=8070)
+    s.add_argument("--direct-port", type=int, help="as for serve")
     s.set_defaults(func=_functions)
     s = sub.add_parser("nuclio-yaml", help="write cvat_plugin/nuclio/function.yaml from the schema")
     s.add_argument("--out", type=Path)
@@ -80,7 +91,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UserError, FileNotFoundError) as error:  # a wrong path, a busy port: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

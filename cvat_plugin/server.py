@@ -5,9 +5,13 @@
     GET  /api/functions/<name>        one function
     POST /api/function_invocations    invoke the function named by the x-nuclio-function-name header
     POST /api/functions/<name>/invoke invoke one function directly
-    POST /                            direct invocation (x-nuclio-function-name, default fpus23-prelabel)
+    POST /                            direct invocation: on a function's own port (see `direct_ports`)
+                                      that function, else x-nuclio-function-name, else fpus23-prelabel
 
-Body: {"image": base64 PNG/JPEG (any mode), "threshold": 0..1}. Reply: CVAT detector items.
+CVAT's "direct" invoke method posts to `/` of the port a function reports (`status.httpPort`), so
+with `direct_ports` each function reports, and is reachable on, a port of its own.
+Body: {"image": base64 image (any format Pillow decodes, any mode), "threshold": 0..1}. Reply: CVAT
+detector items.
 Optional bearer token (FPUS23_CVAT_TOKEN). No request names a file: functions are a fixed table.
 Serve with `fpus23-cvat serve` (waitress), not Flask's development server.
 """
@@ -29,12 +33,18 @@ from flask import Flask, Response, request
 from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import HTTPException
 
-from .functions import DEFAULT_THRESHOLD, PRELABEL, Function, load_functions, nuclio_function_json
+from fpus23_dataset.errors import UserError
+
+from .functions import DEFAULT_THRESHOLD, PRELABEL, Function, discover_bundles, load_functions, nuclio_function_json
 
 LOG = logging.getLogger("fpus23.cvat")
 TOKEN_ENV = "FPUS23_CVAT_TOKEN"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+class ServeError(UserError):
+    pass
 
 
 class RequestError(Exception):
@@ -70,7 +80,7 @@ def decode_payload(body: bytes, max_pixels: int) -> tuple[Image.Image, float]:
         raise RequestError(400, "request body must be a JSON object with an 'image' field")
     encoded = payload.get("image")
     if not isinstance(encoded, str) or not encoded:
-        raise RequestError(400, "'image' is required: a base64-encoded PNG or JPEG")
+        raise RequestError(400, "'image' is required: a base64-encoded image (PNG, JPEG, BMP, TIFF, WEBP, ...)")
     if encoded.startswith("data:") and "," in encoded:  # data URL
         encoded = encoded.split(",", 1)[1]
     try:
@@ -84,8 +94,6 @@ def decode_payload(body: bytes, max_pixels: int) -> tuple[Image.Image, float]:
         raise RequestError(400, "'threshold' must be a number between 0 and 1")
     try:
         image = Image.open(io.BytesIO(raw))
-        if image.format not in ("PNG", "JPEG"):
-            raise RequestError(400, f"'image' is a {image.format} image; send PNG or JPEG")
         width, height = image.size
         if width * height > max_pixels:
             raise RequestError(413, f"image has {width}x{height} pixels, more than the limit of {max_pixels:,}")
@@ -95,7 +103,7 @@ def decode_payload(body: bytes, max_pixels: int) -> tuple[Image.Image, float]:
     except Image.DecompressionBombError:
         raise RequestError(413, "image has too many pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise RequestError(400, "'image' bytes are not a PNG or JPEG image") from None
+        raise RequestError(400, "'image' bytes are not an image Pillow can decode") from None
     return image, float(threshold)
 
 
@@ -103,13 +111,17 @@ def create_app(
     models_dir: Path | str,
     *,
     port: int = 8070,
+    direct_ports: dict[str, int] | None = None,
     token: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: bool = False,
     device: str = "cpu",
 ) -> Flask:
-    """The server app. Models load at once (or in a thread with `background`); until then /health is 503."""
+    """The server app. Models load at once (or in a thread with `background`); until then /health is 503.
+    `direct_ports`: function name -> the port it is served on alone (see `serve`)."""
+    direct_ports = dict(direct_ports or {})
+    function_on_port = {str(number): name for name, number in direct_ports.items()}
     app = Flask("fpus23-cvat")
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
     if token is None:
@@ -181,14 +193,14 @@ def create_app(
 
     @app.get("/api/functions")
     def list_functions():
-        return _json({name: nuclio_function_json(f, port) for name, f in ready_functions().items()})
+        return _json({name: nuclio_function_json(f, direct_ports.get(name, port)) for name, f in ready_functions().items()})
 
     @app.get("/api/functions/<name>")
     def get_function(name: str):
         function = ready_functions().get(name)
         if function is None:
             raise RequestError(404, f"no function named {name!r}")
-        return _json(nuclio_function_json(function, port))
+        return _json(nuclio_function_json(function, direct_ports.get(name, port)))
 
     def invoke(name: str | None):
         functions = ready_functions()
@@ -213,15 +225,34 @@ def create_app(
 
     @app.post("/")
     def invoke_root():
-        return invoke(request.headers.get("x-nuclio-function-name") or PRELABEL)
+        own = function_on_port.get(str(request.environ.get("SERVER_PORT")))
+        return invoke(own or request.headers.get("x-nuclio-function-name") or PRELABEL)
 
     return app
 
 
-def serve(models_dir: Path | str, host: str = "127.0.0.1", port: int = 8070, threads: int = 4, **options) -> None:
-    """Serve with waitress (production WSGI server); models load in the background."""
-    from waitress import serve as waitress_serve
+def function_ports(models_dir: Path | str, first_port: int) -> dict[str, int]:
+    """The port each function is served on alone: fpus23-prelabel on `first_port`, then each bundle's
+    function in name order; fixed by the bundles folder, so CVAT's listing and the sockets agree."""
+    names = [PRELABEL] + [f"fpus23-{name}" for name in sorted(discover_bundles(models_dir))]
+    return {name: first_port + k for k, name in enumerate(names)}
 
-    app = create_app(models_dir, port=port, background=True, **options)
-    LOG.info("fpus23-cvat listening on http://%s:%d (models from %s)", host, port, models_dir)
-    waitress_serve(app, host=host, port=port, threads=threads, ident="fpus23-cvat")
+
+def serve(models_dir: Path | str, host: str = "127.0.0.1", port: int = 8070, threads: int = 4,
+          direct_port: int | None = None, **options) -> None:
+    """Serve with waitress (production WSGI server); models load in the background. `direct_port`:
+    also serve each function alone on its own port from there (CVAT's direct invoke method)."""
+    from waitress.server import create_server
+
+    discover_bundles(models_dir)  # a wrong folder fails here, in one line, not later in the loading thread
+    ports = function_ports(models_dir, direct_port) if direct_port else {}
+    app = create_app(models_dir, port=port, direct_ports=ports, background=True, **options)
+    listen = " ".join(f"{host}:{number}" for number in [port, *ports.values()])
+    try:
+        server = create_server(app, listen=listen, threads=threads, ident="fpus23-cvat")
+    except OSError as error:
+        raise ServeError(f"cannot listen on {listen} ({error.strerror or error}): another program holds one of "
+                         f"these ports, or the host is not this machine's; choose others with --port/--direct-port") from None
+    LOG.info("fpus23-cvat listening on http://%s:%d (models from %s)%s", host, port, models_dir,
+             "".join(f"; {name} alone on :{number}" for name, number in ports.items()))
+    server.run()

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -126,7 +127,7 @@ def test_direct_invocation_and_any_image_mode(client, frame_png):
     (json.dumps([1, 2]).encode(), 400, "JSON object"),
     (json.dumps({"threshold": 0.5}).encode(), 400, "'image' is required"),
     (json.dumps({"image": "%%%not-base64%%%"}).encode(), 400, "not valid base64"),
-    (json.dumps({"image": base64.b64encode(b"hello, not an image").decode()}).encode(), 400, "not a PNG or JPEG"),
+    (json.dumps({"image": base64.b64encode(b"hello, not an image").decode()}).encode(), 400, "not an image Pillow can decode"),
     (json.dumps({"image": "aGVsbG8=", "threshold": "high"}).encode(), 400, "'threshold' must be a number"),
 ])
 def test_bad_requests_get_400_with_a_message(client, body, status, message):
@@ -136,10 +137,12 @@ def test_bad_requests_get_400_with_a_message(client, body, status, message):
 
 
 def test_other_image_formats_missing_header_and_unknown_function(client, frame_png):
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(frame_png)).save(buffer, format="BMP")
-    reply = client.post("/", json={"image": _b64(buffer.getvalue())})
-    assert reply.status_code == 400 and "BMP" in reply.get_json()["error"]
+    expected = client.post("/", json={"image": _b64(frame_png), "threshold": 0.0}).get_json()
+    for fmt in ("BMP", "TIFF", "WEBP"):  # formats CVAT can hold; lossless, so the same answer as the PNG
+        buffer = io.BytesIO()
+        Image.open(io.BytesIO(frame_png)).save(buffer, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+        reply = client.post("/", json={"image": _b64(buffer.getvalue()), "threshold": 0.0})
+        assert reply.status_code == 200 and reply.get_json() == expected, fmt
     reply = client.post("/api/function_invocations", json={"image": _b64(frame_png)})
     assert reply.status_code == 400 and "x-nuclio-function-name" in reply.get_json()["error"]
     reply = client.post("/api/function_invocations", json={"image": _b64(frame_png)}, headers={"x-nuclio-function-name": "../etc/passwd"})
@@ -350,3 +353,59 @@ def test_nuclio_build_steps_use_only_paths_that_exist_at_their_step(tmp_path):
     assert exists(f"{FUNCTION_DIR}/{spec['handler'].split(':')[0]}.py")
     install = next(d["value"] for d in directives["postCopy"] if d["kind"] == "RUN")
     assert "fpus23[baselines,cvat]" in install  # the handler imports the plugin and the models' code
+
+
+def test_direct_invoke_runs_the_function_of_the_port_cvat_calls(models_dir, frame_png):
+    """CVAT's direct invoke posts to `/` of the port the dashboard listed for the chosen function."""
+    from cvat_plugin.server import function_ports
+
+    ports = function_ports(models_dir, 9100)
+    assert ports[PRELABEL] == 9100 and len(ports) == 1 + len(list(models_dir.glob("*/bundle.json")))
+    client = create_app(models_dir, port=8070, direct_ports=ports, token="").test_client()
+    listed = client.get("/api/functions").get_json()
+    assert {name: f["status"]["httpPort"] for name, f in listed.items()} == ports
+    body = {"image": _b64(frame_png), "threshold": 0.0}
+    for name, port in ports.items():
+        reply = client.post("/", json=body, base_url=f"http://localhost:{port}")
+        through_dashboard = client.post("/api/function_invocations", json=body, headers={"x-nuclio-function-name": name})
+        assert reply.status_code == 200 and reply.get_json() == through_dashboard.get_json(), name
+    orientation = client.post("/", json=body, base_url=f"http://localhost:{ports['fpus23-orientation']}").get_json()
+    assert [item["label"] for item in orientation] == ["Orientation"]  # that bundle's output, not the pre-labeller's
+
+
+def test_serve_listens_on_each_functions_port_and_a_busy_port_is_one_line(models_dir, frame_png, capsys):
+    import socket
+
+    from cvat_plugin.cli import main as cvat_main
+    from cvat_plugin.server import function_ports, serve
+
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    base, first = free_port(), free_port() + 1000
+    threading.Thread(target=serve, args=(models_dir,), kwargs={"port": base, "direct_port": first}, daemon=True).start()
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{base}/health", timeout=5) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    port = function_ports(models_dir, first)["fpus23-orientation"]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=json.dumps({"image": _b64(frame_png), "threshold": 0.0}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        assert [item["label"] for item in json.loads(reply.read())] == ["Orientation"]
+
+    assert cvat_main(["serve", "--models", str(models_dir), "--port", str(base)]) == 1  # busy now
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot listen") and "--port" in err[0]
+    assert cvat_main(["serve", "--models", str(models_dir / "nope"), "--port", str(free_port())]) == 1
+    assert "models folder not found" in capsys.readouterr().err
+    assert cvat_main(["prelabel", str(models_dir / "nope"), "--out", "x.xml", "--models", str(models_dir)]) == 1
+    assert capsys.readouterr().err.strip().startswith("error: ")
