@@ -7,7 +7,7 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import nn
-from fpus23_dataset.progress import tqdm
+from tqdm.auto import tqdm
 
 from .coco_eval import coco_metrics
 from .metrics import classification_metrics

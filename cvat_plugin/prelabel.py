@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image
-from fpus23_dataset.progress import tqdm
+from tqdm.auto import tqdm
 
 from fpus23_dataset import schema
 from fpus23_dataset.cvat import Box, Frame, frame_index, write_cvat_xml

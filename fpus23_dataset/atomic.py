@@ -24,7 +24,7 @@ def check_replaceable(out: Path | str, marker: str | None = None) -> None:
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise OutputExistsError(f"{out}: exists and is not a folder; choose another output path")
-        if marker is None or not ((out / marker).is_file() or not any(out.iterdir())):
+        if any(out.iterdir()) and (marker is None or not (out / marker).is_file()):
             what = "already exists" if marker is None else f"exists and is not an earlier output (no {marker})"
             raise OutputExistsError(f"{out}: {what}; choose a new folder or remove it")
 
@@ -33,8 +33,8 @@ def check_replaceable(out: Path | str, marker: str | None = None) -> None:
 def replacing_dir(out: Path | str, marker: str | None = None) -> Iterator[Path]:
     """Yield an empty sibling folder of `out` that replaces `out` only if the block completes.
 
-    `marker` None: `out` must not exist. Otherwise `out` may exist if it holds the file `marker`
-    (a folder of the same kind, e.g. an earlier build), or if it is an empty folder.
+    `out` may be absent, an empty folder, or (given `marker`) a folder holding the file `marker`: an
+    earlier output of the same kind.
     """
     out = Path(out).absolute()
     check_replaceable(out, marker)

@@ -31,16 +31,16 @@ def _validate(args) -> int:
 
 
 def _synth(args) -> int:
+    from .atomic import replacing_dir
     from .synth import render_annotations, render_procedural
 
     started = time.perf_counter()
-    if args.annotations:
-        report = render_annotations(args.annotations, args.out, seed=args.seed, workers=args.workers, streams=args.stream or None)
-    else:
-        report = render_procedural(
-            args.out, streams=args.streams, frames_per_stream=args.frames, plane_images=args.plane_images,
-            seed=args.seed, workers=args.workers,
-        )
+    with replacing_dir(args.out) as out:  # a new folder, whole or not at all: never mixed with an earlier render
+        if args.annotations:
+            report = render_annotations(args.annotations, out, seed=args.seed, workers=args.workers, streams=args.stream or None)
+        else:
+            report = render_procedural(out, streams=args.streams, frames_per_stream=args.frames,
+                                       plane_images=args.plane_images, seed=args.seed, workers=args.workers)
     seconds = time.perf_counter() - started
     frames = report.totals["rendered_frames"]
     print(f"rendered {frames:,} frames into {args.out} in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s)")
@@ -67,15 +67,11 @@ def _build(args) -> int:
 def _stats(args) -> int:
     from .release.tables import class_counts, format_counts
 
-    counts = class_counts(args.path)
-    if not counts:
-        print(f"error: {args.path}: no built configs found", file=sys.stderr)
-        return 1
-    print(format_counts(counts))
-    if args.plot:
-        from .release.tables import plot_counts
+    from .release.tables import plot_counts
 
-        print(f"class histogram: {plot_counts(counts, args.plot)}")
+    counts = class_counts(args.path)
+    plotted = plot_counts(counts, args.plot) if args.plot else None  # before any output: it may need an extra
+    print(format_counts(counts) + (f"\nclass histogram: {plotted}" if plotted else ""))
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from . import schema
-from .progress import tqdm
+from tqdm.auto import tqdm
 from .release.tables import config_rows, iter_batches, shard_files
 
 CLASSIFIERS = tuple(schema.CLASSIFICATION_TASKS)

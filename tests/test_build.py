@@ -363,3 +363,14 @@ def test_a_truncated_export_fails_the_build_unless_keep_going(tmp_path, capsys):
     assert list(report["omitted_streams"]) == ["stream_b"]
     assert "unannotated_image" not in report["counts"]  # its images are not listed as stray files either
     assert "`stream_b`" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_source_of_one_or_two_streams_still_has_a_train_split(tmp_path):
+    src = tmp_path / "src"
+    for stream in ("stream_a", "stream_b"):
+        write_png(src / stream / "frame_000000.png")
+        write(src / stream / "annotations.xml", export(image("frame_000000.png", tag(*ORIENT, "hdvb"))))
+    build(src / "stream_a" / "annotations.xml", tmp_path / "one", "1.0.0", progress=False)
+    assert {r["split"] for r in read_labels(tmp_path / "one", "orientation").values()} == {"train"}
+    build(src, tmp_path / "two", "1.0.0", progress=False)
+    assert "train" in {r["split"] for r in read_labels(tmp_path / "two", "orientation").values()}

@@ -28,6 +28,7 @@ def test_build_out_pointing_at_a_file(procedural_source, tmp_path, capsys):
 
 def test_export_mistakes(procedural_build, tmp_path, capsys):
     (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "notes.txt").write_text("mine")
     _one_line_error(capsys, ["export", str(procedural_build), str(tmp_path / "existing")], "already exists")
     _one_line_error(capsys, ["export", str(procedural_build), str(tmp_path / "new"), "--config", "plane"], "--config bounds")
     _one_line_error(capsys, ["export", str(tmp_path / "existing"), str(tmp_path / "new")], "not an fpus23 build")
@@ -44,6 +45,15 @@ def test_stats_plot_without_matplotlib(procedural_build, tmp_path, capsys, monke
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     _one_line_error(capsys, ["stats", str(procedural_build), "--plot", str(tmp_path / "p.png")], "matplotlib", "pip install")
+
+
+def test_synth_refuses_a_bad_stream_count_and_an_earlier_render(tmp_path, capsys):
+    _one_line_error(capsys, ["synth", str(tmp_path / "o"), "--streams", "0"], "--streams 0", "between 1 and 40")
+    assert main(["synth", str(tmp_path / "o"), "--streams", "2", "--frames", "2", "--plane-images", "0", "--workers", "1"]) == 0
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "o").rglob("*"))
+    capsys.readouterr()
+    _one_line_error(capsys, ["synth", str(tmp_path / "o"), "--streams", "3", "--frames", "2"], "already exists")
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "o").rglob("*")) == before  # not mixed with a new render
 
 
 def test_synth_with_bad_annotations_or_stream(shared_annotations, tmp_path, capsys):

@@ -24,7 +24,7 @@ from .. import __version__, schema
 from ..atomic import check_replaceable, replacing_dir
 from ..cvat import Frame, Source, discover, read_source
 from ..errors import UserError
-from ..progress import tqdm
+from tqdm.auto import tqdm
 from ..report import Report
 from . import splits
 from .card import render_card

@@ -65,7 +65,7 @@ def stream_split(frames: Sequence[Frame], seed: int = 0, ratios: Mapping[str, fl
         for split in small:
             target, cap = ratios[split] * total, ratios[split] * total * MAX_OVERSHOOT
             covered = 0
-            while remaining:
+            while len(remaining) > 1:  # the largest split (train) always keeps a stream
                 # An empty split takes any stream; then only what fits under the cap.
                 base = filled[split]
                 free = [g for g in remaining if base + size[g] <= cap] if base else remaining

@@ -11,7 +11,7 @@ from PIL import Image
 
 from .. import schema
 from ..cvat import Frame, Source, clip_boxes, discover, read_source
-from ..progress import tqdm
+from tqdm.auto import tqdm
 from ..report import Report
 from .images import CorruptImage, ImageInfo, read_checked
 

@@ -56,7 +56,8 @@ def discover(root: Path | str) -> Source:
         if root.suffix.lower() != ".xml":
             raise SourceError(f"{root}: expected a folder or a CVAT XML file")
         stream = root.parent.name if root.name == "annotations.xml" else root.stem
-        return Source(root.parent, "xml", {stream: StreamSource(stream, [root], [root.parent, root.parent / "images"])})
+        archive_images = [root.parents[3] / "four_poses" / stream] if len(root.parents) > 3 else []  # annos/annotation/<stream>/
+        return Source(root.parent, "xml", {stream: StreamSource(stream, [root], [root.parent, root.parent / "images", *archive_images])})
 
     # An archive unpacked into one wrapping folder (e.g. Dataset/).
     base = root

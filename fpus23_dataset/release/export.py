@@ -7,7 +7,7 @@ from pathlib import Path
 from .. import schema
 from ..atomic import check_replaceable, replacing_dir
 from ..errors import UserError
-from ..progress import tqdm
+from tqdm.auto import tqdm
 from .tables import config_rows, iter_batches, shard_files
 
 FORMATS = ("coco",)

@@ -22,7 +22,8 @@ from PIL import Image
 from .. import schema
 from ..atomic import replacing_file
 from ..cvat import Box, Frame, SourceError, discover, read_stream, split_export, write_cvat_xml
-from ..progress import tqdm
+from ..errors import UserError
+from tqdm.auto import tqdm
 from ..report import Report
 from ..seeding import stable_seed
 from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame
@@ -117,7 +118,7 @@ def procedural_stream_names(count: int) -> list[str]:
     protocols = ("aroundhead", "aroundabd", "aroundlegs", "aroundarms", "longrec")
     probes = schema.PROBE.classes
     if not 0 < count <= 40:
-        raise ValueError("procedural streams: between 1 and 40")
+        raise UserError(f"--streams {count}: procedural recordings have between 1 and 40 streams")
     return [f"stream_{orientations[i % 4]}_{protocols[i % 5]}_{probes[(i // 4) % 2]}" for i in range(count)]
 
 
