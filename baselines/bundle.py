@@ -105,6 +105,11 @@ class Predictor:
     def detector(self) -> bool:
         return self.task == "bounds"
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Per-class score thresholds chosen on the run's validation split ({} for older bundles)."""
+        return dict(self.meta.get("thresholds") or {})
+
     @torch.inference_mode()
     def predict(self, images: Sequence) -> list[dict]:
         results: list[dict] = []

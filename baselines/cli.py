@@ -102,7 +102,8 @@ def _export(args) -> int:
     run, model, spec = load_run(run_dir)
     options = run.get("model_options", {})
     int8 = run.get("precision") == "int8" and not args.fp32
-    extra = {"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"]}
+    extra = {"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"],
+             "thresholds": run.get("thresholds", {}), "thresholds_chosen_on": run.get("thresholds_chosen_on")}
     if "compression" in run:
         c = run["compression"]
         extra["compression"] = {"prune": c["prune"], "sparsity": c["sparsity"], "dense_macs_g": c["dense_macs_g"],

@@ -29,8 +29,10 @@ from fpus23_dataset import schema
 
 from .cost import cost_figures
 from .data import ClassificationDataset, DetectionDataset, InputSpec, collate_detection
-from .engine import evaluate_classifier, evaluate_detector, predict_boxes, predict_classes, train_one_epoch
-from .metrics import plot_confusion
+from .calibrate import classifier_thresholds, detector_thresholds
+from .coco_eval import coco_metrics
+from .engine import predict_boxes, predict_classes, train_one_epoch
+from .metrics import classification_metrics, plot_confusion
 from .models import build_model, default_arch, default_image_scale, is_detector
 
 PAPER_RECIPES = {
@@ -245,15 +247,26 @@ def train(config: TrainConfig) -> dict:
     metrics, predictions_out = evaluate_model(model, evaluation_rows, spec, config.task, device, batch_size=recipe["batch_size"],
                                               workers=config.workers, seed=config.seed, amp=amp, progress=config.progress,
                                               confusion_png=out / "confusion.png", title=title)
-    validation_metrics = None
-    if validation_rows is not None and evaluation_split != "validation" and len(validation_rows):
+    validation_metrics, thresholds = None, {}
+    if validation_rows is not None and len(validation_rows):
+        # One pass over the validation split: its metrics, and the score thresholds the CVAT plugin uses
+        # by default (best F1 per class, see calibrate.py).
         loader = make_loader(_subset(validation_rows, config.eval_subset, config.seed), spec, detector, False,
                              recipe["batch_size"], config.workers, config.seed)
-        validation_metrics = (evaluate_detector if detector else evaluate_classifier)(model, loader, device, classes, amp)
+        if detector:
+            truth, predicted = predict_boxes(model, loader, device, amp)
+            validation_metrics, thresholds = coco_metrics(truth, predicted, classes), detector_thresholds(truth, predicted, classes)
+        else:
+            truth, predicted, scores = predict_classes(model, loader, device, amp)
+            validation_metrics = classification_metrics(truth, predicted, classes)
+            thresholds = classifier_thresholds(truth, scores, classes)
+        if evaluation_split == "validation":
+            validation_metrics = None  # the evaluation above is that split's already
     torch.save(model.state_dict(), out / "model.pt")
     summary = {
         "task": config.task, "arch": config.arch, "protocol": config.protocol, "init": config.init,
         "evaluation_split": evaluation_split, "metrics": metrics, "validation_metrics": validation_metrics,
+        "thresholds": thresholds, "thresholds_chosen_on": "validation" if thresholds else None,
         "input": spec.to_dict(), "model_options": {"proposals": config.proposals},
         "dataset": dataset_identity(config.data), "recipe": recipe,
         "train_rows": len(train_rows), "evaluation_rows": len(evaluation_rows),

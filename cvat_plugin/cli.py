@@ -73,7 +73,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("recording", type=Path)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--models", type=Path, required=True)
-    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--threshold", type=float, default=None,
+                   help="one score threshold for every output (default: each bundle's per-class thresholds, chosen on its validation split)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_prelabel)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from PIL import Image
 
@@ -43,12 +43,16 @@ def label_specs_for(tasks: list[str]) -> list[dict]:
     return [{"id": k, **spec} for k, spec in enumerate(specs)]
 
 
-def to_cvat(task: str, prediction: dict, threshold: float) -> list[dict]:
-    """One predictor output -> CVAT detector items (tags below the threshold are left out)."""
+def to_cvat(task: str, prediction: dict, threshold: float | Mapping[str, float]) -> list[dict]:
+    """One predictor output -> CVAT detector items; outputs scoring below the threshold (one number,
+    or one per class name: a bundle's calibrated thresholds) are left out."""
+    def limit(name: str) -> float:
+        return threshold.get(name, DEFAULT_THRESHOLD) if isinstance(threshold, Mapping) else threshold
+
     if task == "bounds":
         out = []
         for (x, y, w, h), label, score in zip(prediction["boxes"], prediction["labels"], prediction["scores"]):
-            if score < threshold:
+            if score < limit(label):
                 continue
             out.append({"label": schema.BOX_CVAT_LABEL_OF[label], "type": "rectangle",
                         "points": [round(x, 2), round(y, 2), round(x + w, 2), round(y + h, 2)],
@@ -56,7 +60,7 @@ def to_cvat(task: str, prediction: dict, threshold: float) -> list[dict]:
         return out
     tag = TAG_TASK_OF[task]
     value = tag.cvat_value_of.get(prediction["label"])  # no_plane has no CVAT value: no tag
-    if value is None or prediction["score"] < threshold:
+    if value is None or prediction["score"] < limit(prediction["label"]):
         return []
     return [{"label": tag.cvat_label, "type": "tag", "confidence": f"{prediction['score']:.4f}",
              "attributes": [{"name": tag.cvat_attribute, "value": value}]}]
@@ -69,13 +73,13 @@ class Function:
     name: str
     description: str
     tasks: list[str]
-    run: Callable[[list[Image.Image], float], list[list[dict]]]
+    run: Callable[[list[Image.Image], float | None], list[list[dict]]]  # None: each bundle's calibrated thresholds
     labels: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.labels = label_specs_for(self.tasks)
 
-    def __call__(self, image: Image.Image, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
+    def __call__(self, image: Image.Image, threshold: float | None = None) -> list[dict]:
         return self.run([image], threshold)[0]
 
 
@@ -101,7 +105,8 @@ def load_functions(models_dir: Path | str, device: str = "cpu") -> dict[str, Fun
     functions: dict[str, Function] = {}
     for name, predictor in predictors.items():
         def run(images, threshold, predictor=predictor):
-            return [to_cvat(predictor.task, p, threshold) for p in predictor.predict(images)]
+            limits = predictor.thresholds if threshold is None else threshold
+            return [to_cvat(predictor.task, p, limits) for p in predictor.predict(images)]
 
         functions[f"fpus23-{name}"] = Function(
             f"fpus23-{name}", f"FPUS23 {predictor.task} ({predictor.arch}, trained on dataset "
@@ -117,8 +122,9 @@ def load_functions(models_dir: Path | str, device: str = "cpu") -> dict[str, Fun
     def prelabel(images, threshold):
         results = [[] for _ in images]
         for task in order:
+            limits = by_task[task].thresholds if threshold is None else threshold
             for k, prediction in enumerate(by_task[task].predict(images)):
-                results[k].extend(to_cvat(task, prediction, threshold))
+                results[k].extend(to_cvat(task, prediction, limits))
         return results
 
     functions[PRELABEL] = Function(

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from fpus23_dataset import schema
 from fpus23_dataset.cvat import Box, Frame, frame_index, write_cvat_xml
 
-from .functions import DEFAULT_THRESHOLD, PRELABEL, Function
+from .functions import PRELABEL, Function
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TAG_TASK_BY_LABEL = {t.cvat_label: t for t in schema.TAG_TASKS}
@@ -29,7 +29,7 @@ def cvat_items_to_frame(frame: Frame, items: list[dict]) -> Frame:
 
 
 def prelabel_recording(
-    recording: Path | str, out: Path | str, functions: dict[str, Function], *, threshold: float = DEFAULT_THRESHOLD,
+    recording: Path | str, out: Path | str, functions: dict[str, Function], *, threshold: float | None = None,
     batch_size: int = 8, progress: bool = True,
 ) -> int:
     """Pre-label every PNG/JPEG of a folder (sorted by name); returns the number of frames written."""

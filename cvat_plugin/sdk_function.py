@@ -3,6 +3,8 @@
     cvat-cli --server-host URL --auth USER task auto-annotate TASK_ID \\
         --function-file cvat_plugin/sdk_function.py -p models=str:/path/to/bundles [-p threshold=float:0.5]
 
+Without a threshold (here or cvat-cli's --conf-threshold), each bundle's calibrated per-class thresholds.
+
 A `spec` and a `detect()`; labels, attribute names and values are the FPUS23 CVAT task's.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
 import PIL.Image
 
-from cvat_plugin.functions import DEFAULT_THRESHOLD, PRELABEL, Function, load_functions
+from cvat_plugin.functions import PRELABEL, Function, load_functions
 
 
 def spec_from_labels(labels: list[dict]) -> cvataa.DetectionFunctionSpec:
@@ -25,7 +27,7 @@ def spec_from_labels(labels: list[dict]) -> cvataa.DetectionFunctionSpec:
 
 
 class Fpus23Prelabel:
-    def __init__(self, function: Function, threshold: float = DEFAULT_THRESHOLD):
+    def __init__(self, function: Function, threshold: float | None = None):
         self.function = function
         self.threshold = threshold
         self.spec = spec_from_labels(function.labels)
@@ -44,6 +46,6 @@ class Fpus23Prelabel:
         return out
 
 
-def create(models: str, threshold: float = DEFAULT_THRESHOLD, device: str = "cpu") -> Fpus23Prelabel:
+def create(models: str, threshold: float | None = None, device: str = "cpu") -> Fpus23Prelabel:
     """Called by cvat-cli with the -p parameters."""
     return Fpus23Prelabel(load_functions(models, device=device)[PRELABEL], threshold)

@@ -10,8 +10,8 @@
 
 CVAT's "direct" invoke method posts to `/` of the port a function reports (`status.httpPort`), so
 with `direct_ports` each function reports, and is reachable on, a port of its own.
-Body: {"image": base64 image (any format Pillow decodes, any mode), "threshold": 0..1}. Reply: CVAT
-detector items.
+Body: {"image": base64 image (any format Pillow decodes, any mode), "threshold": 0..1 (optional: by
+default each bundle's per-class thresholds, chosen on its validation split)}. Reply: CVAT detector items.
 Optional bearer token (FPUS23_CVAT_TOKEN). No request names a file: functions are a fixed table.
 Serve with `fpus23-cvat serve` (waitress), not Flask's development server.
 """
@@ -35,7 +35,7 @@ from werkzeug.exceptions import HTTPException
 
 from fpus23_dataset.errors import UserError
 
-from .functions import DEFAULT_THRESHOLD, PRELABEL, Function, discover_bundles, load_functions, nuclio_function_json
+from .functions import PRELABEL, Function, discover_bundles, load_functions, nuclio_function_json
 
 LOG = logging.getLogger("fpus23.cvat")
 TOKEN_ENV = "FPUS23_CVAT_TOKEN"
@@ -70,7 +70,7 @@ def _error(status: int, message: str, **headers) -> Response:
     return _json({"error": message, "status": status}, status, headers or None)
 
 
-def decode_payload(body: bytes, max_pixels: int) -> tuple[Image.Image, float]:
+def decode_payload(body: bytes, max_pixels: int) -> tuple[Image.Image, float | None]:
     """The request's image (decoded, checked) and threshold; RequestError with a status otherwise."""
     try:
         payload = json.loads(body)
@@ -87,10 +87,9 @@ def decode_payload(body: bytes, max_pixels: int) -> tuple[Image.Image, float]:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(400, "'image' is not valid base64") from None
-    threshold = payload.get("threshold", DEFAULT_THRESHOLD)
-    if threshold is None:
-        threshold = DEFAULT_THRESHOLD
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
+    threshold = payload.get("threshold")  # none given: each bundle's thresholds, calibrated on its validation split
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 <= float(threshold) <= 1.0):
         raise RequestError(400, "'threshold' must be a number between 0 and 1")
     try:
         image = Image.open(io.BytesIO(raw))
@@ -104,7 +103,7 @@ def decode_payload(body: bytes, max_pixels: int) -> tuple[Image.Image, float]:
         raise RequestError(413, "image has too many pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise RequestError(400, "'image' bytes are not an image Pillow can decode") from None
-    return image, float(threshold)
+    return image, None if threshold is None else float(threshold)
 
 
 def create_app(

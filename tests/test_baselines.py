@@ -121,6 +121,12 @@ def test_quick_run_end_to_end(quick_runs, task):
     assert bundle["classes"] == list(schema.class_names(task)) and bundle["task"] == task
     assert bundle["dataset"]["version"] == "1.2.3" and bundle["dataset"]["fingerprint"]
     assert bundle["protocol"] == "stream" and bundle["input"]["height"] > 0
+    # thresholds chosen on the validation split, one per class that the model predicted there
+    assert bundle["thresholds"] == summary["thresholds"] and bundle["thresholds_chosen_on"] == "validation"
+    assert set(bundle["thresholds"]) <= set(schema.class_names(task))
+    assert all(0.0 <= t <= 1.0 for t in bundle["thresholds"].values())
+    if task != "bounds":  # a classifier predicts some class on every validation row
+        assert bundle["thresholds"]
 
 
 @pytest.mark.parametrize("task", list(QUICK))

@@ -409,3 +409,20 @@ def test_serve_listens_on_each_functions_port_and_a_busy_port_is_one_line(models
     assert "models folder not found" in capsys.readouterr().err
     assert cvat_main(["prelabel", str(models_dir / "nope"), "--out", "x.xml", "--models", str(models_dir)]) == 1
     assert capsys.readouterr().err.strip().startswith("error: ")
+
+
+def test_a_request_without_threshold_uses_each_bundles_calibrated_thresholds(client, models_dir, frame_png):
+    from baselines.bundle import load_bundle
+    from cvat_plugin.functions import to_cvat
+
+    image = Image.open(io.BytesIO(frame_png))
+    for name in ("orientation", "bounds"):
+        predictor = load_bundle(models_dir / name)
+        prediction = predictor.predict([image])[0]
+        default = client.post(f"/api/functions/fpus23-{name}/invoke", json={"image": _b64(frame_png)}).get_json()
+        assert default == to_cvat(predictor.task, prediction, predictor.thresholds)
+        everything = client.post(f"/api/functions/fpus23-{name}/invoke", json={"image": _b64(frame_png), "threshold": 0.0}).get_json()
+        assert everything == to_cvat(predictor.task, prediction, 0.0)  # a request's threshold overrides
+    # per class: an output is kept when it reaches its own class's threshold, else the default 0.5
+    boxes = {"boxes": [[0, 0, 5, 5], [1, 1, 5, 5]], "labels": ["arms", "head"], "scores": [0.3, 0.3]}
+    assert [item["label"] for item in to_cvat("bounds", boxes, {"arms": 0.25})] == ["arm"]
