@@ -38,6 +38,10 @@ def prelabel_recording(
     if not files:
         raise FileNotFoundError(f"{recording}: no PNG or JPEG frames")
     function = functions[PRELABEL]
+    # FPUS23 recordings are named stream_<orientation>_<protocol>_<probe>: the probe's h/v is known
+    # before any model runs, so every frame gets its Probe tag from the name.
+    probe = recording.name.rsplit("_", 1)[-1] if "_" in recording.name else None
+    probe = probe if probe in schema.PROBE.classes else None
     frames = []
     with tqdm(total=len(files), desc="pre-label", unit="frame", disable=not progress) as bar:
         for start in range(0, len(files), batch_size):
@@ -50,6 +54,8 @@ def prelabel_recording(
             for path, image, items in zip(chunk, images, function.run(images, threshold)):
                 frame = Frame(recording.name, path.name, frame_index(path.name, len(frames)), image.width, image.height)
                 frames.append(cvat_items_to_frame(frame, items))
+                if probe is not None:
+                    frames[-1].labels.setdefault("probe", probe)
             bar.update(len(chunk))
     write_cvat_xml(Path(out), recording.name, frames, source="auto")
     return len(frames)

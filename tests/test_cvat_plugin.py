@@ -242,7 +242,7 @@ def test_prelabel_xml_rereads_into_the_same_frames_and_labels(models_dir, proced
         items = function(Image.open(recording / frame.name), 0.0)
         tags = {i["label"]: i["attributes"][0]["value"] for i in items if i["type"] == "tag"}
         expected = {t.key: t.cvat_values[tags[t.cvat_label]] for t in schema.TAG_TASKS if t.cvat_label in tags}
-        assert frame.labels == expected
+        assert frame.labels == {**expected, "probe": "h"}  # the Probe tag, from the recording's name (..._h)
         boxes = [(schema.BOX_CVAT_LABELS[i["label"]], i["points"]) for i in items if i["type"] == "rectangle"]
         assert [(b.category, [b.x, b.y, b.x + b.w, b.y + b.h]) for b in frame.boxes] == [
             (c, pytest.approx(p, abs=0.011)) for c, p in boxes]
