@@ -27,7 +27,7 @@ $(STAMP_TEST): pyproject.toml $(STAMP_CORE)
 
 demo: $(STAMP_CORE)
 	$(VENV)/bin/fpus23 build --out fpus23 --version 0.1.0
-	HF_HUB_OFFLINE=1 $(PY) -c 'from datasets import load_dataset; [print(c, load_dataset("fpus23", c)) for c in ("plane", "orientation", "anatomy", "bounds")]'
+	HF_HUB_OFFLINE=1 $(PY) -c 'from datasets import load_dataset; from fpus23_dataset.schema import CONFIGS; [print(c, load_dataset("fpus23", c)) for c in CONFIGS]'
 
 # The FiftyOne App browser test needs Debian's Chromium; without root it skips and says why.
 chromium:
