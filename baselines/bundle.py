@@ -53,7 +53,7 @@ def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, sp
                 "format_version": BUNDLE_VERSION,
                 "task": task,
                 "arch": arch,
-                "classes": list(schema.class_names(task)),
+                "classes": list(schema.task_classes(task)),
                 "input": spec.to_dict(),
                 "model_options": model_options or {},
                 "dataset": dataset,
@@ -165,7 +165,7 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Predict
     if meta.get("format") != BUNDLE_FORMAT or meta.get("format_version") != BUNDLE_VERSION:
         raise BundleError(f"{meta_path}: not an {BUNDLE_FORMAT} v{BUNDLE_VERSION} (format={meta.get('format')!r})")
     task, arch = meta["task"], meta["arch"]
-    expected = list(schema.class_names(task))
+    expected = list(schema.task_classes(task))
     if meta["classes"] != expected:
         raise BundleError(f"{meta_path}: classes {meta['classes']} differ from the schema's {task} classes {expected}")
     spec = InputSpec(**meta["input"])

@@ -13,6 +13,7 @@ QUICKSTART = {
     "orientation": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
     "anatomy": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
     "plane": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
+    "probe": ("resnet8", 0.35, 2, 20, 16, 1e-3, None),
     "bounds": ("fasterrcnn_resnet10", 0.5, 3, 40, 4, 0.01, 100),
 }
 
@@ -147,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("train", help="train and evaluate one model")
-    s.add_argument("--task", required=True, choices=schema.CONFIGS)
+    s.add_argument("--task", required=True, choices=schema.TASKS)
     s.add_argument("--arch", help="resnet34 | resnet10 | resnet8 | fasterrcnn_resnet34 | fasterrcnn_resnet10")
     s.add_argument("--protocol", choices=["stream", "paper"], default="stream")
     s.add_argument("--data", type=Path, default=Path("fpus23"), help="built dataset folder")

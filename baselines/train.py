@@ -73,7 +73,7 @@ class TrainConfig:
     recipe: dict = field(default_factory=dict)
 
     def resolve(self) -> "TrainConfig":
-        schema.class_names(self.task)
+        schema.task_classes(self.task)
         self.arch = self.arch or default_arch(self.task)
         if is_detector(self.arch) != (self.task == "bounds"):
             raise ValueError(f"arch {self.arch} does not fit task {self.task}")
@@ -132,7 +132,12 @@ def load_splits(config: TrainConfig):
 
     if not config.progress:
         datasets.disable_progress_bars()
-    splits = load(config.task, protocol=config.protocol, path=config.data)
+    if config.task == schema.PROBE.key:  # every frame has an Orientation row; its `probe` column is the target
+        splits = load("orientation", protocol=config.protocol, path=config.data)
+        splits = {name: split.filter(lambda probe: probe is not None, input_columns=["probe"]).remove_columns("label")
+                  .rename_column("probe", "label") for name, split in splits.items()}
+    else:
+        splits = load(config.task, protocol=config.protocol, path=config.data)
     train = _subset(splits["train"], config.subset, config.seed)
     validation = splits.get("validation")
     evaluation_split = "test" if "test" in splits else "validation"
@@ -157,7 +162,7 @@ def load_run(run_dir: Path | str) -> tuple[dict, torch.nn.Module, InputSpec]:
         raise FileNotFoundError(f"{run_dir}: no run.json (not a finished training run)")
     run = json.loads(run_file.read_text())
     spec = InputSpec(**run["input"])
-    model = build_model(run["task"], run["arch"], len(schema.class_names(run["task"])), "scratch", (spec.height, spec.width),
+    model = build_model(run["task"], run["arch"], len(schema.task_classes(run["task"])), "scratch", (spec.height, spec.width),
                         **run.get("model_options", {}))
     model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
     return run, model, spec
@@ -168,7 +173,7 @@ def evaluate_model(model, rows, spec: InputSpec, task: str, device: torch.device
                    title: str = "") -> tuple[dict, list[dict]]:
     """(metrics, per-frame predictions) of a model on rows; classifiers also plot their confusion matrix."""
     detector = task == "bounds"
-    classes = schema.class_names(task)
+    classes = schema.task_classes(task)
     loader = make_loader(rows, spec, detector, False, batch_size, workers, seed)
     if detector:
         from .coco_eval import coco_metrics
@@ -193,7 +198,7 @@ def train(config: TrainConfig) -> dict:
     device = _device(config, local_rank)
     amp = config.amp and device.type == "cuda"
     detector = config.task == "bounds"
-    classes = schema.class_names(config.task)
+    classes = schema.task_classes(config.task)
     spec = InputSpec.at_scale(config.image_scale)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

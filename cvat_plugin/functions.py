@@ -21,7 +21,7 @@ from fpus23_dataset import schema
 
 LOG = logging.getLogger("fpus23.cvat")
 PRELABEL = "fpus23-prelabel"
-TAG_TASK_OF = dict(schema.CLASSIFICATION_TASKS)
+TAG_TASK_OF = {task.key: task for task in schema.TAG_TASKS}
 DEFAULT_THRESHOLD = 0.5
 
 

@@ -38,8 +38,8 @@ def prelabel_recording(
     if not files:
         raise FileNotFoundError(f"{recording}: no PNG or JPEG frames")
     function = functions[PRELABEL]
-    # FPUS23 recordings are named stream_<orientation>_<protocol>_<probe>: the probe's h/v is known
-    # before any model runs, so every frame gets its Probe tag from the name.
+    # FPUS23 recordings are named stream_<orientation>_<protocol>_<probe>: where the name says h or v,
+    # every frame gets that Probe tag; elsewhere a probe bundle's prediction, if there is one.
     probe = recording.name.rsplit("_", 1)[-1] if "_" in recording.name else None
     probe = probe if probe in schema.PROBE.classes else None
     frames = []
@@ -54,8 +54,8 @@ def prelabel_recording(
             for path, image, items in zip(chunk, images, function.run(images, threshold)):
                 frame = Frame(recording.name, path.name, frame_index(path.name, len(frames)), image.width, image.height)
                 frames.append(cvat_items_to_frame(frame, items))
-                if probe is not None:
-                    frames[-1].labels.setdefault("probe", probe)
+                if probe is not None:  # the recording's name is what the sonographer set: it wins over a model
+                    frames[-1].labels["probe"] = probe
             bar.update(len(chunk))
     write_cvat_xml(Path(out), recording.name, frames, source="auto")
     return len(frames)

@@ -73,9 +73,13 @@ CLASSIFICATION_TASKS: Mapping[str, TagTask] = MappingProxyType(
 CONFIGS: tuple[str, ...] = tuple(CLASSIFICATION_TASKS) + (DETECTION_TASK,)
 
 
-# Model tasks: one per config (a classifier per tag config, a detector for bounds), in the order the
-# CVAT plugin runs and lists them (boxes first, as the FPUS23 tasks list their labels).
-TASKS: tuple[str, ...] = (DETECTION_TASK,) + tuple(t.key for t in TAG_TASKS if t.key in CLASSIFICATION_TASKS)
+# Model tasks, in the order the CVAT plugin runs and lists them: the detector, then a classifier per
+# tag, Probe included (it is no config: its classifier learns any config's `probe` column).
+TASKS: tuple[str, ...] = (DETECTION_TASK,) + tuple(t.key for t in TAG_TASKS)
+
+
+def task_classes(task: str) -> tuple[str, ...]:
+    return PROBE.classes if task == PROBE.key else class_names(task)
 
 
 def configs_of(labels: Mapping[str, str], has_boxes: bool) -> list[str]:

@@ -46,6 +46,7 @@ QUICK_TRAINING = {
     "orientation": ["--arch", "resnet8", "--epochs", "2", "--max-steps", "6", "--batch-size", "8", "--image-scale", "0.2"],
     "anatomy": ["--arch", "resnet8", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
     "plane": ["--arch", "resnet10", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
+    "probe": ["--arch", "resnet8", "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-scale", "0.2"],
     "bounds": ["--arch", "fasterrcnn_resnet10", "--epochs", "1", "--max-steps", "3", "--batch-size", "2",
                "--image-scale", "0.3", "--proposals", "50", "--lr", "0.01"],
 }

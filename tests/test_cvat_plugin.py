@@ -20,6 +20,7 @@ from PIL import Image  # noqa: E402
 
 from cvat_plugin.functions import PRELABEL, label_specs_for, load_functions  # noqa: E402
 from cvat_plugin.server import TOKEN_ENV, create_app  # noqa: E402
+from conftest import QUICK_TRAINING  # noqa: E402
 from fpus23_dataset import schema  # noqa: E402
 from fpus23_dataset.cvat import read_labels_meta, read_stream  # noqa: E402
 from fpus23_dataset.report import Report  # noqa: E402
@@ -73,7 +74,7 @@ def test_function_list_parses_as_cvat_does_and_matches_the_real_task_schema(clie
     reply = client.get("/api/functions", headers=CVAT_HEADERS)
     assert reply.status_code == 200
     functions = {name: _parse_like_cvat(item) for name, item in reply.get_json().items()}
-    assert PRELABEL in functions and len(functions) == 5
+    assert PRELABEL in functions and len(functions) == 1 + len(QUICK_TRAINING)  # the pre-labeller and one per bundle
     task = _task_schema(shared_annotations)
     for name, function in functions.items():
         assert function["id"] == name and function["kind"] == "detector" and function["state"] == "ready"
@@ -83,7 +84,7 @@ def test_function_list_parses_as_cvat_does_and_matches_the_real_task_schema(clie
             for attribute in label["attributes"]:
                 assert attribute["name"] in task[label["name"]]
                 assert set(attribute["values"]) <= task[label["name"]][attribute["name"]]
-    assert functions[PRELABEL]["labels"] == ["head", "arm", "legs", "abdomen", "Orientation", "location", "diagnostic_plane"]
+    assert functions[PRELABEL]["labels"] == ["head", "arm", "legs", "abdomen", "Orientation", "location", "diagnostic_plane", "Probe"]
     one = client.get(f"/api/functions/{PRELABEL}", headers=CVAT_HEADERS)
     assert one.status_code == 200 and _parse_like_cvat(one.get_json())["id"] == PRELABEL
 
@@ -96,7 +97,7 @@ def test_invocation_as_cvat_sends_it(client, frame_png, shared_annotations):
     task = _task_schema(shared_annotations)
     kinds = {item["type"] for item in items}
     assert kinds == {"tag", "rectangle"}
-    assert {i["label"] for i in items if i["type"] == "tag"} <= {"Orientation", "location", "diagnostic_plane"}
+    assert {i["label"] for i in items if i["type"] == "tag"} <= {"Orientation", "location", "diagnostic_plane", "Probe"}
     assert sum(i["label"] == "Orientation" for i in items) == 1  # threshold 0: every classifier answers
     for item in items:
         assert item["label"] in task
@@ -426,3 +427,11 @@ def test_a_request_without_threshold_uses_each_bundles_calibrated_thresholds(cli
     # per class: an output is kept when it reaches its own class's threshold, else the default 0.5
     boxes = {"boxes": [[0, 0, 5, 5], [1, 1, 5, 5]], "labels": ["arms", "head"], "scores": [0.3, 0.3]}
     assert [item["label"] for item in to_cvat("bounds", boxes, {"arms": 0.25})] == ["arm"]
+
+
+def test_the_prelabeller_sends_the_probe_tag_from_a_probe_bundle(client, frame_png):
+    listed = client.get("/api/functions").get_json()
+    assert "fpus23-probe" in listed and "Probe" in {label["name"] for label in json.loads(listed[PRELABEL]["metadata"]["annotations"]["spec"])}
+    items = client.post("/", json={"image": _b64(frame_png), "threshold": 0.0}).get_json()
+    (probe,) = [item for item in items if item["label"] == "Probe"]
+    assert probe["type"] == "tag" and probe["attributes"][0]["name"] == "orientation" and probe["attributes"][0]["value"] in ("h", "v")

@@ -1,3 +1,5 @@
+import pytest
+
 from fpus23_dataset import schema
 from fpus23_dataset.cvat import read_labels_meta
 
@@ -55,4 +57,7 @@ def test_declared_features_agree_with_what_datasets_derives():
 def test_config_membership_and_task_lists_come_from_the_schema():
     assert schema.configs_of({"orientation": "hdvb", "probe": "h", "plane": "ac"}, True) == ["plane", "orientation", "bounds"]
     assert schema.configs_of({"probe": "h"}, False) == []
-    assert set(schema.TASKS) == set(schema.CONFIGS) and schema.TASKS[0] == schema.DETECTION_TASK
+    assert set(schema.TASKS) == set(schema.CONFIGS) | {"probe"} and schema.TASKS[0] == schema.DETECTION_TASK
+    assert schema.task_classes("probe") == ("h", "v") and schema.task_classes("plane") == schema.class_names("plane")
+    with pytest.raises(ValueError):
+        schema.class_names("probe")  # not a config of the dataset
