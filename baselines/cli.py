@@ -222,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--fp32", action="store_true", help="from an INT8 compressed run: export its FP32 twin instead")
     s.set_defaults(func=_export)
 
-    s = sub.add_parser("quickstart", help="small models for all four tasks on the embedded synthetic set")
+    s = sub.add_parser("quickstart", help="small models for every task (the four configs and the probe) on the embedded synthetic set")
     s.add_argument("out")
     s.add_argument("--data", default="fpus23")
     s.add_argument("--tasks", nargs="+", default=list(QUICKSTART), choices=list(QUICKSTART))
