@@ -25,7 +25,7 @@ def _prelabel(args) -> int:
     if not args.recording.is_dir():
         raise FileNotFoundError(f"{args.recording}: no such recording folder (a folder of frames)")
     count = prelabel_recording(args.recording, args.out, load_functions(args.models, device=args.device),
-                               threshold=args.threshold, progress=not args.quiet)
+                               threshold=args.threshold, progress=not args.quiet, smooth=not args.per_frame)
     print(f"{args.out}: {count} frames pre-labelled (source=auto); import it in CVAT with Upload annotations, "
           f"format CVAT for images 1.1")
     return 0
@@ -76,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, default=None,
                    help="one score threshold for every output (default: each bundle's per-class thresholds, chosen on its validation split)")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--per-frame", action="store_true", help="each frame's tags as predicted (default: orientation and "
+                   "probe voted over the recording, anatomy over 7 frames either side)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_prelabel)
     s = sub.add_parser("functions", help="print the function list as CVAT will see it")

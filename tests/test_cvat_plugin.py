@@ -232,7 +232,7 @@ def test_prelabel_xml_rereads_into_the_same_frames_and_labels(models_dir, proced
     recording = procedural_source / "four_poses" / "stream_hdvb_aroundhead_h"
     out = tmp_path / "annotations.xml"
     assert cvat_main(["prelabel", str(recording), "--out", str(out), "--models", str(models_dir),
-                      "--threshold", "0.0", "--quiet"]) == 0
+                      "--threshold", "0.0", "--quiet", "--per-frame"]) == 0
     report = Report()
     frames = read_stream("stream_hdvb_aroundhead_h", [out], report)
     assert report.counts == {}
@@ -435,3 +435,27 @@ def test_the_prelabeller_sends_the_probe_tag_from_a_probe_bundle(client, frame_p
     items = client.post("/", json={"image": _b64(frame_png), "threshold": 0.0}).get_json()
     (probe,) = [item for item in items if item["label"] == "Probe"]
     assert probe["type"] == "tag" and probe["attributes"][0]["name"] == "orientation" and probe["attributes"][0]["value"] in ("h", "v")
+
+
+def test_tags_are_voted_over_the_recording_by_confidence():
+    from cvat_plugin.prelabel import smooth_tags
+
+    tags = [{"orientation": ("hdvb", 0.9), "anatomy": ("head", 0.9), "plane": ("bpd", 0.6)},
+            {"orientation": ("huvf", 0.4), "anatomy": ("arms", 0.3)},
+            {"orientation": ("hdvb", 0.5)},
+            {"orientation": ("huvf", 0.6), "anatomy": ("legs", 0.8)}]
+    smoothed = smooth_tags(tags, {"orientation": None, "anatomy": 1})
+    assert [f["orientation"] for f in smoothed] == ["hdvb"] * 4  # 1.4 against 1.0 over the recording
+    # anatomy over one frame either side: 0.9 head vs 0.3 arms; head 0.9 vs arms 0.3; arms 0.3 vs legs 0.8; legs
+    assert [f.get("anatomy") for f in smoothed] == ["head", "head", "legs", "legs"]
+    assert smoothed[0]["plane"] == "bpd" and all("plane" not in f for f in smoothed[1:])  # not smoothed
+
+
+def test_default_prelabel_gives_one_orientation_per_recording(models_dir, procedural_source, tmp_path):
+    from cvat_plugin.cli import main as cvat_main
+
+    recording = procedural_source / "four_poses" / "stream_huvf_aroundlegs_v"
+    out = tmp_path / "smoothed.xml"
+    assert cvat_main(["prelabel", str(recording), "--out", str(out), "--models", str(models_dir), "--threshold", "0.0", "--quiet"]) == 0
+    frames = read_stream(recording.name, [out], Report())
+    assert len({f.labels["orientation"] for f in frames}) == 1 and {f.labels["probe"] for f in frames} == {"v"}
