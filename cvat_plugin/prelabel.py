@@ -8,11 +8,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fpus23_dataset import schema
-from fpus23_dataset.cvat import Box, Frame, frame_index, write_cvat_xml
+from fpus23_dataset.cvat import IMAGE_SUFFIXES, Box, Frame, frame_index, write_cvat_xml
 
 from .functions import PRELABEL, Function
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TAG_TASK_BY_LABEL = {t.cvat_label: t for t in schema.TAG_TASKS}
 
 

@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from . import schema
 from tqdm.auto import tqdm
+
+from . import schema
 from .release.tables import config_rows, iter_batches, shard_files
 
 CLASSIFIERS = tuple(schema.CLASSIFICATION_TASKS)

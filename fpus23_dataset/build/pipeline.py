@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from tqdm.auto import tqdm
+
 from .. import __version__, schema
 from ..atomic import check_replaceable, replacing_dir
 from ..cvat import Frame, Source, discover, read_source
 from ..errors import UserError
-from tqdm.auto import tqdm
 from ..report import Report
 from . import splits
 from .card import render_card
@@ -111,13 +112,12 @@ def _build(source: Source, out: Path, version: str, seed: int, progress: bool, m
     mapper = pool.map if pool is not None else map
     report = Report()
     frames = [frame for frame in read_source(source, report, mapper=mapper) if frame.configs]
-    source_path = source.root
     if report.omitted and not keep_going:
-        raise BuildError(f"{source_path}: {len(report.omitted)} stream(s) have an export that cannot be read whole, so "
+        raise BuildError(f"{source.root}: {len(report.omitted)} stream(s) have an export that cannot be read whole, so "
                          f"nothing was written; fix or remove them, or pass --keep-going to build without them\n"
                          + report.format_text())
     if not frames:
-        raise BuildError(f"{source_path}: nothing usable (no frame with an image and a label)\n" + report.format_text())
+        raise BuildError(f"{source.root}: nothing usable (no frame with an image and a label)\n" + report.format_text())
     groups = splits.stream_split(frames, seed)
     paper = {config: splits.paper_split([f.image_id for f in frames if config in f.configs], config, seed)
              for config in schema.CONFIGS}
@@ -128,7 +128,7 @@ def _build(source: Source, out: Path, version: str, seed: int, progress: bool, m
             report.merge(unit_result.report)
         digests = sorted(d for r in results for d in r.digests)
         if not digests:
-            raise BuildError(f"{source_path}: nothing usable: no image could be read\n" + report.format_text())
+            raise BuildError(f"{source.root}: nothing usable: no image could be read\n" + report.format_text())
         for config in set(report.excluded) - set(configs):
             del report.excluded[config]
         report.totals["frames_with_rows"] = len(digests)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .. import schema
 from ..cvat import Frame, Source, clip_boxes, discover, read_source
-from tqdm.auto import tqdm
 from ..report import Report
 from .images import CorruptImage, ImageInfo, read_checked
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .. import schema
 from ..atomic import check_replaceable, replacing_dir
 from ..errors import UserError
-from tqdm.auto import tqdm
 from .tables import config_rows, iter_batches, shard_files
 
 FORMATS = ("coco",)

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .. import schema
 from ..atomic import replacing_file
 from ..cvat import Box, Frame, SourceError, discover, read_stream, split_export, write_cvat_xml
 from ..errors import UserError
-from tqdm.auto import tqdm
 from ..report import Report
 from ..seeding import stable_seed
 from .phantom import DEFAULT_STYLE, FrameSpec, Style, render, spec_from_frame
