@@ -27,6 +27,8 @@ from fpus23_dataset import schema
 
 CSV_NAME = "FETAL_PLANES_DB_data.csv"
 IMAGES_DIR = "Images"
+# Typical box (w, h) of each anatomy at 672x389, for the stand-in's drawings.
+ANATOMY_SIZE = {"head": (125, 110), "abdomen": (185, 125), "legs": (120, 62), "arms": (62, 95)}
 COLUMNS = ("Image_name", "Patient_num", "Plane", "Brain_plane", "Operator", "US_Machine", "Train")
 CLASSES = ("Fetal abdomen", "Fetal brain", "Fetal femur", "Fetal thorax")
 # Table 5 (no fine-tuning): which FPUS23 plane stands for each FETAL_PLANES_DB class. The phantom
@@ -149,7 +151,7 @@ def make_standin(root: Path | str, patients: int = 12, images_per_class: int = 2
                  seed: int = 0, workers: int | None = None, progress: bool = True) -> Path:
     """Write a FETAL_PLANES_DB-shaped stand-in (CSV with the real header, trailing space included)."""
     from fpus23_dataset.synth import FrameSpec
-    from fpus23_dataset.synth import ANATOMY_SIZE, RenderJob, render_jobs
+    from fpus23_dataset.synth import RenderJob, render_jobs
 
     root = Path(root)
     (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)

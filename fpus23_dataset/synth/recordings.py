@@ -7,12 +7,14 @@ FPUS23 archive layout (`four_poses/<stream>/frame_NNNNNN.png`, `annos/annotation
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -103,17 +105,19 @@ def render_annotations(
 # Procedural recordings
 
 PROTOCOL_ANATOMY = {"aroundhead": "head", "aroundabd": "abdomen", "aroundlegs": "legs", "aroundarms": "arms", "longrec": None}
+PROTOCOL_OF = {anatomy: protocol for protocol, anatomy in PROTOCOL_ANATOMY.items() if anatomy}
 PROTOCOL_PLANE = {"aroundhead": "bpd", "aroundabd": "ac", "aroundlegs": "fl"}
-ANATOMY_SIZE = {"head": (125, 110), "abdomen": (185, 125), "legs": (120, 62), "arms": (62, 95)}
-NEIGHBOURS = {"head": ("arms",), "abdomen": ("arms", "legs"), "legs": ("abdomen",), "arms": ("head", "abdomen")}
+
+
+@lru_cache(maxsize=1)
+def annotation_stats() -> dict:
+    """Aggregates of the real annotations (box sets, run lengths, quantiles; `tools/annotation_stats.py`)."""
+    return json.loads((Path(__file__).with_name("annotation_stats.json")).read_text())
 
 
 def procedural_stream_names(count: int) -> list[str]:
-    """Stream names like the archive's; any 16 consecutive cover every orientation and anatomy 3+ times.
-
-    Stream i gets orientation i mod 4 and protocol i mod 5 (unique pairs for i < 20 by the Chinese
-    remainder theorem), and the probe flips every 4 streams, so the first 40 are all combinations.
-    """
+    """Stream names like the archive's: stream i gets orientation i mod 4, protocol i mod 5 (unique pairs
+    for i < 20) and the probe flips every 4 streams, so the first 40 are all combinations."""
     orientations = schema.ORIENTATION.classes
     protocols = ("aroundhead", "aroundabd", "aroundlegs", "aroundarms", "longrec")
     probes = schema.PROBE.classes
@@ -123,35 +127,36 @@ def procedural_stream_names(count: int) -> list[str]:
 
 
 def procedural_frames(stream: str, frames: int, seed: int = 0) -> list[Frame]:
-    """Invented annotations of one sweep: smooth box motion, the protocol's anatomy, some plane tags."""
+    """Invented annotations of one sweep following the real annotations' statistics: the protocol's box
+    sets come and go (a Markov chain with the real shares and run length); centres and sizes are the real
+    quantiles at drifting AR(1) levels (the centre's shared, as the probe moves every box together). A
+    short stream drifts faster, so that it spans what a real ~300-frame sweep does."""
     _, orientation, protocol, probe = stream.split("_")
-    anatomy = PROTOCOL_ANATOMY[protocol]
+    stats = annotation_stats()
+    table, levels = stats["protocols"][protocol], stats["levels"]
+    sets, shares = [s for s, _ in table["box_sets"]], np.array([p for _, p in table["box_sets"]])
     rng = np.random.default_rng(stable_seed("procedural", seed, stream))
-    phase = float(rng.uniform(0, 2 * math.pi))
-    centre = (schema.FRAME_WIDTH / 2 + float(rng.uniform(-50, 50)), schema.FRAME_HEIGHT * 0.5 + float(rng.uniform(-15, 15)))
-    neighbours = list(NEIGHBOURS[anatomy]) if anatomy else []
-    records = []
+    rho = math.exp(-1.0 / max(3.0, frames / 5))
+    latent: dict[str, float] = {}
+    boxed = sets[int(rng.choice(len(sets), p=shares / shares.sum()))]
+    phase, records = float(rng.uniform(0, 2 * math.pi)), []
     for index in range(frames):
-        t = index / max(frames - 1, 1)
-        sweep = math.sin(2 * math.pi * t + phase)
+        if rng.random() < 1.0 / table["set_run_median"]:
+            boxed = sets[int(rng.choice(len(sets), p=shares / shares.sum()))]
+        for key in ["cx", "cy"] + [f"{c}.{k}" for c in schema.BOX_CATEGORIES for k in "wh"]:
+            latent[key] = rho * latent[key] + math.sqrt(1 - rho**2) * float(rng.normal()) if key in latent else float(rng.normal())
+        level = lambda key: 50 * (1 + math.erf(latent[key] / math.sqrt(2)))  # noqa: E731  (normal -> percentile)
         frame = Frame(stream, f"frame_{index:06d}.png", index, schema.FRAME_WIDTH, schema.FRAME_HEIGHT)
         frame.labels = {"orientation": orientation, "probe": probe}
-        if anatomy is not None:
+        if (anatomy := PROTOCOL_ANATOMY[protocol]) is not None:
             frame.labels["anatomy"] = anatomy
-            scale = 1.0 + 0.12 * sweep + (0.15 if probe == "v" and anatomy in ("abdomen", "legs") else 0.0)
-            w, h = (s * scale for s in ANATOMY_SIZE[anatomy])
-            cx, cy = centre[0] + 35 * sweep, centre[1] + 10 * math.cos(2 * math.pi * t + phase)
-            frame.boxes.append(Box(anatomy, cx - w / 2, cy - h / 2, w, h))
-            for k, other in enumerate(neighbours):
-                if (index // 7 + k) % 3 == 2:  # neighbours come and go along the sweep
-                    continue
-                ow, oh = (s * 0.7 for s in ANATOMY_SIZE[other])
-                side = -1 if (k + (orientation[:2] == "hu")) % 2 == 0 else 1
-                ox = cx + side * (w / 2 + ow / 2 + 6)
-                frame.boxes.append(Box(other, ox - ow / 2, cy - oh / 2 + 8 * k, ow, oh))
-            plane = PROTOCOL_PLANE.get(protocol)
-            if plane is not None and abs(sweep) < 0.25:  # the standard plane is crossed mid-sweep
-                frame.labels["plane"] = plane
+            if protocol in PROTOCOL_PLANE and abs(math.sin(2 * math.pi * index / max(frames, 1) + phase)) < 0.25:
+                frame.labels["plane"] = PROTOCOL_PLANE[protocol]  # the standard plane is crossed mid-sweep
+        for category in boxed:
+            q = table["boxes"][category]
+            cx, cy = (float(np.interp(level(k), levels, q[k])) for k in ("cx", "cy"))
+            w, h = (float(np.interp(level(f"{category}.{k}"), levels, q[k])) for k in "wh")
+            frame.boxes.append(Box(category, cx - w / 2, cy - h / 2, w, h))
         records.append(_clipped(frame))
     return records
 
@@ -184,7 +189,7 @@ def plane_folder_frames(per_plane: int, streams_per_plane: int = 3, seed: int = 
                 frame = Frame(stream, f"frame_{index:06d}.png", index, schema.FRAME_WIDTH, schema.FRAME_HEIGHT)
                 frame.labels = {"plane": plane, "orientation": orientation, "probe": probe}
                 anatomy = anatomy_of[plane] or str(rng.choice(["head", "abdomen", "legs"]))
-                w, h = ANATOMY_SIZE[anatomy]
+                w, h = (annotation_stats()["protocols"][PROTOCOL_OF[anatomy]]["boxes"][anatomy][d][4] for d in "wh")
                 cx = schema.FRAME_WIDTH / 2 + float(rng.uniform(-40, 40))
                 cy = schema.FRAME_HEIGHT / 2 + float(rng.uniform(-15, 15))
                 frame.boxes = [Box(anatomy, cx - w / 2, cy - h / 2, w, h)]
@@ -192,16 +197,9 @@ def plane_folder_frames(per_plane: int, streams_per_plane: int = 3, seed: int = 
     return out
 
 
-def render_procedural(
-    out: Path | str,
-    streams: int = 16,
-    frames_per_stream: int = 30,
-    plane_images: int = 36,
-    seed: int = 0,
-    style: Style = DEFAULT_STYLE,
-    workers: int | None = None,
-    progress: bool = True,
-) -> Report:
+def render_procedural(out: Path | str, streams: int = 16, frames_per_stream: int = 30, plane_images: int = 36,
+                      seed: int = 0, style: Style = DEFAULT_STYLE, workers: int | None = None,
+                      progress: bool = True) -> Report:
     """Invent `streams` recordings and plane folders, render them and write the archive layout."""
     out = Path(out)
     report = Report()
