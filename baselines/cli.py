@@ -23,12 +23,15 @@ def _train(args) -> int:
 
     config = TrainConfig(
         task=args.task, arch=args.arch, protocol=args.protocol, data=str(args.data), out=args.out, init=args.init,
+        recipe_set=args.recipe, flip=args.flip,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps=args.max_steps,
         subset=args.subset, eval_subset=args.eval_subset, image_scale=args.image_scale, proposals=args.proposals,
         workers=args.workers, latency_runs=args.latency_runs,
         device=args.device, amp=not args.no_amp, resume=args.resume, progress=not args.quiet,
     )
     summary = train(config)
+    if config.init_note:
+        print(f"note: {config.init_note}", file=sys.stderr)
     if summary:
         print(json.dumps({k: summary[k] for k in ("task", "arch", "protocol", "evaluation_split", "train_seconds")}))
         print(_headline(summary))
@@ -153,7 +156,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", choices=["stream", "paper"], default="stream")
     s.add_argument("--data", type=Path, default=Path("fpus23"), help="built dataset folder")
     s.add_argument("--out", help="run folder (default runs/<task>-<arch>-<protocol>)")
-    s.add_argument("--init", choices=["scratch", "imagenet"], default="scratch")
+    s.add_argument("--recipe", choices=["ours", "paper"], default="ours",
+                   help="paper: the paper's stated recipe (Adam 1e-3, 15 epochs, ImageNet init when provided, flipped "
+                        "copies, balanced planes, full frames); ours: this project's defaults (see baselines/train.py)")
+    s.add_argument("--init", choices=["scratch", "imagenet"], help="initialisation (default: the recipe's)")
+    s.add_argument("--flip", choices=["random", "copies", "none"], help="training flips (default: the recipe's)")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)

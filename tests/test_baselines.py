@@ -40,12 +40,36 @@ def test_small_resnets_have_the_papers_shape():
     assert r34.conv1.in_channels == 1 and r34.fc.out_features == 4
 
 
+def test_anchors_scale_with_the_input_and_cover_the_annotated_boxes(shared_annotations):
+    """The anchors span the real boxes (5th..95th percentile of sqrt(w h), recomputed here from the
+    annotations themselves, not from the committed table) at whatever input height is used."""
+    import numpy as np
+
+    from fpus23_dataset.cvat import discover, read_stream
+    from fpus23_dataset.report import Report
+
+    source = discover(shared_annotations)
+    sides = [(b.w * b.h) ** 0.5 for name in sorted(source.streams)[::4]
+             for f in read_stream(name, source.streams[name].xml_files, Report()) for b in f.boxes]
+    low, high = np.percentile(sides, [5, 95])
+    for height in (389, 195, 136):
+        sizes, ratios = models.fitted_anchors(height)
+        scale = height / 389
+        assert sizes == tuple(sorted(set(sizes)))
+        assert abs(sizes[0] - low * scale) <= 0.15 * low * scale + 1 and abs(sizes[-1] - high * scale) <= 0.15 * high * scale + 1
+        assert ratios[0] < 0.6 and ratios[-1] > 1.6  # tall arms and wide abdomens both have an anchor shape
+    half, full = models.fitted_anchors(195)[0], models.fitted_anchors(389)[0]
+    assert all(abs(2 * h - f) <= 2 for h, f in zip(half, full))
+    # a 40-px arm at half size must have an anchor within a factor 1.5 of its side (128 px did not)
+    assert min(half) <= 20 * 1.5
+
+
 @pytest.mark.parametrize("arch", models.DETECTOR_ARCHS)
 def test_every_detector_builds_and_takes_a_training_step(arch):
     torch.manual_seed(0)
     model = models.build_detector(arch, 4, image_size=(97, 168), proposals=50)
     anchors = model.rpn.anchor_generator
-    assert anchors.sizes == ((128, 256, 512),) and anchors.aspect_ratios == ((0.5, 1.0, 2.0),)
+    assert anchors.sizes == (models.fitted_anchors(97)[0],) and len(anchors.sizes[0]) == 5
     images = [torch.rand(1, 97, 168) for _ in range(2)]
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.tensor([[30.0, 20.0, 120.0, 90.0]]), "labels": torch.tensor([4])}]
