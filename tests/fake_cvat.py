@@ -18,6 +18,7 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 
+from PIL import Image
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -43,9 +44,6 @@ class FakeTask:
                            for j, (name, values) in enumerate(m["attributes"].items())],
         } for k, m in enumerate(self.labels_meta)]
 
-    def label_id(self, name: str) -> int:
-        return next(label["id"] for label in self.labels() if label["name"] == name)
-
     def attribute_ids(self) -> dict[int, dict]:
         """attribute id -> {"label", "name", "values"}."""
         return {a["id"]: {"label": label["name"], "name": a["name"], "values": a["values"]}
@@ -56,7 +54,6 @@ class FakeTask:
 class FakeCvat:
     version: str  # what /api/server/about reports: the SDK's own version, so its version check passes
     tasks: dict[int, FakeTask]
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     uploads: list[tuple[str, int, dict]] = field(default_factory=list)  # (method, task id, JSON body)
     url: str = ""
 
@@ -75,7 +72,6 @@ class FakeCvat:
 
     def _app(self, environ, start_response):
         request = Request(environ)
-        self.requests.append((request.method, request.path))
         try:
             response = self._route(request)
         except KeyError:
@@ -109,9 +105,6 @@ class FakeCvat:
                 return _json(self._data_meta(task))
             if parts[2:] == ["data"] and method == "GET" and request.args.get("type") == "chunk":
                 return self._chunk(task, int(request.args["number"]))
-            if parts[2:] == ["data"] and method == "GET" and request.args.get("type") == "frame":
-                name, data = task.frames[int(request.args["number"])]
-                return Response(data, mimetype="image/png")
             if parts[2:] == ["annotations"] and method in ("PUT", "PATCH"):
                 body = json.loads(request.get_data() or b"{}")
                 self.uploads.append((method if method == "PUT" else f"PATCH {request.args.get('action')}", task.id, body))
@@ -149,8 +142,6 @@ class FakeCvat:
     def _data_meta(self, task: FakeTask) -> dict:
         frames = []
         for name, data in task.frames:
-            from PIL import Image
-
             with Image.open(io.BytesIO(data)) as image:
                 frames.append({"name": name, "width": image.width, "height": image.height,
                                "related_files": 0, "has_related_context": False})
