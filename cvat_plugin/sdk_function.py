@@ -1,9 +1,17 @@
 """cvat-sdk auto-annotation function: the FPUS23 pre-labeller without nuclio.
 
     cvat-cli --server-host URL --auth USER task auto-annotate TASK_ID \\
-        --function-file cvat_plugin/sdk_function.py -p models=str:/path/to/bundles [-p threshold=float:0.5]
+        --function-file cvat_plugin/sdk_function.py -p models=str:/path/to/bundles [-p threshold=float:0.5] \\
+        --allow-unmatched-labels
 
 Without a threshold (here or cvat-cli's --conf-threshold), each bundle's calibrated per-class thresholds.
+`--allow-unmatched-labels` (annotate_task's allow_unmatched_labels=True) is needed for the FPUS23 `longrec`
+tasks: they have no `legs`, `abdomen` or `diagnostic_plane` labels, and the driver maps the function's `spec`
+onto the task's labels before the first frame, refusing any spec label the task lacks. A function cannot
+see the task it runs on (cvat-cli builds it from -p parameters alone), so the flag, which only drops
+predictions for labels the task lacks, is what makes one command work on every FPUS23 task.
+cvat-sdk/cvat-cli >= 2.44.0: proven by tests/test_cvat_plugin.py through that version's driver
+(benchmarks/check_cvat_sdk_versions.sh, benchmarks/results/cvat_sdk_versions.md).
 
 A `spec` and a `detect()`; labels, attribute names and values are the FPUS23 CVAT task's.
 """

@@ -4,12 +4,14 @@ import base64
 import io
 import json
 import logging
+import os
 import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,7 @@ from PIL import Image  # noqa: E402
 from cvat_plugin.functions import PRELABEL, label_specs_for, load_functions  # noqa: E402
 from cvat_plugin.server import TOKEN_ENV, create_app  # noqa: E402
 from conftest import QUICK_TRAINING  # noqa: E402
+from fake_cvat import FakeCvat, FakeTask  # noqa: E402
 from fpus23_dataset import schema  # noqa: E402
 from fpus23_dataset.cvat import read_labels_meta, read_stream  # noqa: E402
 from fpus23_dataset.report import Report  # noqa: E402
@@ -30,8 +33,11 @@ CVAT_HEADERS = {"x-nuclio-project-name": "cvat", "x-nuclio-function-namespace": 
 
 
 @pytest.fixture(scope="module")
-def models_dir(quick_runs):
-    return quick_runs / "bundles"
+def models_dir(request):
+    """quick_runs' bundles; FPUS23_TEST_BUNDLES names bundles made the same way (benchmarks/check_cvat_sdk_versions.sh)."""
+    if os.environ.get("FPUS23_TEST_BUNDLES"):
+        return Path(os.environ["FPUS23_TEST_BUNDLES"])
+    return request.getfixturevalue("quick_runs") / "bundles"
 
 
 @pytest.fixture(scope="module")
@@ -249,30 +255,157 @@ def test_prelabel_xml_rereads_into_the_same_frames_and_labels(models_dir, proced
             (c, pytest.approx(p, abs=0.011)) for c, p in boxes]
 
 
-def test_cvat_sdk_function_against_the_real_task_schema(models_dir, frame_png, shared_annotations):
-    import cvat_sdk.auto_annotation as cvataa
-    import cvat_sdk.models as models
-    from cvat_sdk.auto_annotation.driver import _AnnotationMapper, _DetectionFunctionContextImpl
+SDK_TASKS = {"all labels": "stream_hdvb_aroundabd_h", "longrec": "stream_hdvb_longrec_h"}  # longrec: no legs/abdomen/plane
 
+
+@pytest.fixture(scope="module")
+def sdk_function(models_dir):
+    pytest.importorskip("cvat_sdk", reason="the SDK function needs the [cvat] extra")
     from cvat_plugin import sdk_function
 
-    function = sdk_function.create(models=str(models_dir), threshold=0.0)
-    assert isinstance(function.spec, cvataa.DetectionFunctionSpec)
-    meta = read_labels_meta(shared_annotations / "stream_hdvb_aroundabd_h" / "annotations.xml")
-    ds_labels = [
-        models.Label(id=100 + k, name=m["name"], type="any", sublabels=[], attributes=[
-            models.Attribute(id=1000 + 10 * k + j, name=name, mutable=False, input_type="select",
-                             default_value=values[0], values=values)
-            for j, (name, values) in enumerate(m["attributes"].items())])
-        for k, m in enumerate(meta)
-    ]
-    mapper = _AnnotationMapper(logging.getLogger("test"), function.spec.labels, ds_labels,
-                               allow_unmatched_labels=False, conv_mask_to_poly=False)
-    context = _DetectionFunctionContextImpl(frame_name="frame_000003.png", conf_threshold=0.0)
-    annotations = function.detect(context, Image.open(io.BytesIO(frame_png)))
-    tags, shapes = mapper.validate_and_remap(annotations, 0)
-    assert len(tags) >= 2 and all(t.label_id >= 100 for t in tags)
-    assert all(s.type.value == "rectangle" for s in shapes)
+    return sdk_function.create(models=str(models_dir), threshold=0.0)
+
+
+@pytest.fixture(scope="module")
+def sdk_frames(procedural_source) -> list[tuple[str, bytes]]:
+    """Three frames of one rendered recording: two 2-frame chunks for the driver to download."""
+    recording = procedural_source / "four_poses" / "stream_hdvb_aroundhead_h"
+    return [(p.name, p.read_bytes()) for p in sorted(recording.glob("*.png"))[:3]]
+
+
+@pytest.fixture(scope="module")
+def sdk_predictions(sdk_function, sdk_frames) -> list[tuple]:
+    return _predictions(sdk_function, sdk_frames)
+
+
+def _fake_task(shared_annotations, kind: str, frames) -> FakeTask:
+    """A task whose labels (names, attributes, values) are those of a real FPUS23 export's <labels> meta."""
+    task_id = {"all labels": 7, "longrec": 8}[kind]
+    meta = read_labels_meta(shared_annotations / SDK_TASKS[kind] / "annotations.xml")
+    return FakeTask(task_id, SDK_TASKS[kind], meta, frames, label_base=100 * task_id)
+
+
+def _predictions(function, frames) -> list[tuple]:
+    """The function's own output on each frame, called directly: (frame, label, shape type, attributes, points)."""
+    names = {label.id: label.name for label in function.spec.labels}
+    attribute_names = {label.id: [a.name for a in label.attributes] for label in function.spec.labels}
+    context = type("Context", (), {"conf_threshold": None})()
+    out = []
+    for frame, (_, data) in enumerate(frames):
+        for a in function.detect(context, Image.open(io.BytesIO(data))):
+            attrs = tuple(sorted((attribute_names[a.label_id][v.spec_id], v.value) for v in getattr(a, "attributes", [])))
+            out.append((frame, names[a.label_id], getattr(getattr(a, "type", None), "value", None), attrs,
+                        tuple(round(x, 3) for x in getattr(a, "points", []))))
+    return sorted(out)
+
+
+def _received(upload: dict, task: FakeTask) -> list[tuple]:
+    """What the fake server got, read back through the task's own label and attribute ids."""
+    names = {label["id"]: label["name"] for label in task.labels()}
+    attributes = task.attribute_ids()
+    out = []
+    for kind, items in (("tag", upload.get("tags", [])), ("shape", upload.get("shapes", []))):
+        for item in items:
+            assert item["source"] == "auto" and item["label_id"] in names, item
+            for a in item.get("attributes", []):  # each attribute id is one of this label's, the value one of its values
+                assert attributes[a["spec_id"]]["label"] == names[item["label_id"]], item
+                assert a["value"] in attributes[a["spec_id"]]["values"], item
+            attrs = tuple(sorted((attributes[a["spec_id"]]["name"], a["value"]) for a in item.get("attributes", [])))
+            out.append((item["frame"], names[item["label_id"]], item.get("type") if kind == "shape" else None, attrs,
+                        tuple(round(x, 3) for x in item.get("points", []))))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("kind", list(SDK_TASKS))
+def test_cvat_sdk_driver_annotates_a_real_fpus23_task(sdk_function, sdk_frames, sdk_predictions, shared_annotations,
+                                                      kind, tmp_path):
+    """The function through cvat-sdk's public driver, a real Client, and an HTTP server shaped like CVAT's.
+
+    `--allow-unmatched-labels` (allow_unmatched_labels=True) is what the README's command passes: on a task with
+    every label it changes nothing, on a longrec task it drops the predictions for labels the task lacks.
+    """
+    import cvat_sdk
+    import cvat_sdk.auto_annotation as cvataa
+    from cvat_sdk.core.client import Client, Config
+
+    print(f"cvat-sdk {cvat_sdk.__version__} from {cvat_sdk.__file__}")
+    task = _fake_task(shared_annotations, kind, sdk_frames)
+    with FakeCvat(cvat_sdk.__version__, {task.id: task}) as server:
+        client = Client(server.url, config=Config(cache_dir=tmp_path / "cache"))
+        client.login(("annotator", "secret"))
+        cvataa.annotate_task(client, task.id, sdk_function, clear_existing=kind == "longrec",
+                             allow_unmatched_labels=True)
+        client.close()
+
+    assert [(method, task_id) for method, task_id, _ in server.uploads] == [
+        ("PUT" if kind == "longrec" else "PATCH create", task.id)]
+    received = _received(server.uploads[0][2], task)
+    task_labels = {m["name"] for m in task.labels_meta}
+    assert received == [p for p in sdk_predictions if p[1] in task_labels]  # the function's output, ids mapped
+    labels = {name for _, name, *_ in received}
+    assert {"Orientation", "location", "Probe"} <= labels  # every frame's tags, Probe included
+    assert all(sum(1 for f, n, *_ in received if f == frame and n == "Probe") == 1 for frame in range(len(sdk_frames)))
+    assert {n for _, n, t, *_ in received if t == "rectangle"} <= {"head", "arm", "legs", "abdomen"}
+    assert labels <= task_labels  # longrec: nothing for legs, abdomen, diagnostic_plane
+    # What the function predicts before the driver maps it: a diagnostic_plane tag the longrec task has no label for.
+    predicted = {n for _, n, *_ in sdk_predictions}
+    assert "diagnostic_plane" in predicted and labels == predicted & task_labels
+
+
+def test_cvat_sdk_driver_refuses_a_longrec_task_without_allow_unmatched_labels(sdk_function, sdk_frames,
+                                                                               shared_annotations, tmp_path):
+    """Why the README's command carries --allow-unmatched-labels: the function's spec names every FPUS23 label."""
+    import cvat_sdk
+    import cvat_sdk.auto_annotation as cvataa
+    from cvat_sdk.core.client import Client, Config
+
+    task = _fake_task(shared_annotations, "longrec", sdk_frames)
+    with FakeCvat(cvat_sdk.__version__, {task.id: task}) as server:
+        client = Client(server.url, config=Config(cache_dir=tmp_path / "cache"))
+        client.login(("annotator", "secret"))
+        with pytest.raises(cvataa.BadFunctionError, match="(diagnostic_plane|abdomen|legs).*not in dataset"):
+            cvataa.annotate_task(client, task.id, sdk_function)
+        client.close()
+    assert server.uploads == []
+
+
+def _readme_cvat_cli_command() -> list[str]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if "cvat-cli " in line and "auto-annotate" in line)
+    return line[line.index("cvat-cli "):].split("`")[0].split()
+
+
+@pytest.mark.parametrize("kind", list(SDK_TASKS))
+def test_the_readme_cvat_cli_command_annotates_every_kind_of_fpus23_task(models_dir, sdk_frames, shared_annotations,
+                                                                         kind, tmp_path):
+    """The README's `cvat-cli ... auto-annotate` line, as written, on a task with every label and on a longrec task."""
+    pytest.importorskip("cvat_cli", reason="cvat-cli is not installed (pip install -e '.[cvat]')")
+    import subprocess
+    import sys
+
+    import cvat_sdk
+
+    command = _readme_cvat_cli_command()
+    assert command[:1] == ["cvat-cli"] and "--allow-unmatched-labels" in command
+    task = _fake_task(shared_annotations, kind, sdk_frames)
+    with FakeCvat(cvat_sdk.__version__, {task.id: task}) as server:
+        values = {"URL": server.url, "USER": "annotator:secret", "TASK_ID": str(task.id),
+                  "models=str:bundles/": f"models=str:{models_dir}"}
+        args = [values.get(a, a) for a in command[1:]]
+        env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        env.pop("PASS", None)
+        done = subprocess.run([sys.executable, "-m", "cvat_cli", *args], cwd=Path(__file__).resolve().parents[1],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(server.uploads) == 1 and server.uploads[0][1] == task.id
+    received = _received(server.uploads[0][2], task)
+    # No threshold in the command: each bundle's calibrated thresholds, as sdk_function.create(models) alone gives.
+    from cvat_plugin import sdk_function
+
+    task_labels = {m["name"] for m in task.labels_meta}
+    expected = [p for p in _predictions(sdk_function.create(models=str(models_dir)), sdk_frames) if p[1] in task_labels]
+    assert received and received == expected
 
 
 def test_nuclio_yaml_is_generated_from_the_schema(frame_png, models_dir, monkeypatch):
