@@ -25,7 +25,8 @@ def _prelabel(args) -> int:
     if not args.recording.is_dir():
         raise FileNotFoundError(f"{args.recording}: no such recording folder (a folder of frames)")
     count = prelabel_recording(args.recording, args.out, load_functions(args.models, device=args.device),
-                               threshold=args.threshold, progress=not args.quiet, smooth=not args.per_frame)
+                               threshold=args.threshold, progress=not args.quiet, smooth=not args.per_frame,
+                               tracks=not args.shapes)
     print(f"{args.out}: {count} frames pre-labelled (source=auto); import it in CVAT with Upload annotations, "
           f"format CVAT for images 1.1")
     return 0
@@ -69,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pixels", type=int, default=4096 * 4096)
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_serve)
-    s = sub.add_parser("prelabel", help="pre-label a recording folder into a CVAT for images 1.1 XML")
+    s = sub.add_parser("prelabel", help="pre-label a recording folder into a CVAT for images 1.1 XML (boxes as tracks)")
     s.add_argument("recording", type=Path)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--models", type=Path, required=True)
@@ -78,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--per-frame", action="store_true", help="each frame's tags as predicted (default: orientation and "
                    "probe voted over the recording, anatomy over 7 frames either side)")
+    s.add_argument("--shapes", action="store_true", help="each frame's boxes as separate shapes (default: boxes linked "
+                   "over consecutive frames into CVAT tracks, keyframes only where interpolation strays, so one "
+                   "correction fixes the frames up to the next keyframe)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_prelabel)
     s = sub.add_parser("functions", help="print the function list as CVAT will see it")

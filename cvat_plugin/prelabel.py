@@ -11,6 +11,7 @@ from fpus23_dataset import schema
 from fpus23_dataset.cvat import IMAGE_SUFFIXES, Box, Frame, frame_index, write_cvat_xml
 
 from .functions import PRELABEL, Function
+from .tracks import as_tracks
 
 TAG_TASK_BY_LABEL = {t.cvat_label: t for t in schema.TAG_TASKS}
 
@@ -72,10 +73,11 @@ def smooth_tags(tags: list[dict[str, tuple[str, float]]], windows: dict[str, int
 
 def prelabel_recording(
     recording: Path | str, out: Path | str, functions: dict[str, Function], *, threshold: float | None = None,
-    batch_size: int = 8, progress: bool = True, smooth: bool = True,
+    batch_size: int = 8, progress: bool = True, smooth: bool = True, tracks: bool = True,
 ) -> int:
-    """Pre-label every image of a folder (sorted by name), tags smoothed over the recording unless
-    `smooth` is off; returns the number of frames written."""
+    """Pre-label every image of a folder (sorted by name, as CVAT orders a task's images), tags smoothed
+    over the recording unless `smooth` is off, boxes linked into CVAT tracks (`cvat_plugin.tracks`)
+    unless `tracks` is off; returns the number of frames written."""
     recording = Path(recording)
     files = sorted(p for p in recording.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -90,5 +92,10 @@ def prelabel_recording(
     probe = recording.name.rsplit("_", 1)[-1] if "_" in recording.name else None
     for frame in frames if probe in schema.PROBE.classes else []:
         frame.labels["probe"] = probe
-    write_cvat_xml(Path(out), recording.name, frames, source="auto")
+    linked: list = []
+    if tracks:
+        linked, shapes = as_tracks([frame.boxes for frame in frames])
+        for frame, boxes in zip(frames, shapes):
+            frame.boxes = boxes
+    write_cvat_xml(Path(out), recording.name, frames, source="auto", tracks=linked)
     return len(frames)

@@ -238,7 +238,7 @@ def test_prelabel_xml_rereads_into_the_same_frames_and_labels(models_dir, proced
     recording = procedural_source / "four_poses" / "stream_hdvb_aroundhead_h"
     out = tmp_path / "annotations.xml"
     assert cvat_main(["prelabel", str(recording), "--out", str(out), "--models", str(models_dir),
-                      "--threshold", "0.0", "--quiet", "--per-frame"]) == 0
+                      "--threshold", "0.0", "--quiet", "--per-frame", "--shapes"]) == 0  # read_stream reads no tracks
     report = Report()
     frames = read_stream("stream_hdvb_aroundhead_h", [out], report)
     assert report.counts == {}
@@ -592,3 +592,4 @@ def test_default_prelabel_gives_one_orientation_per_recording(models_dir, proced
     assert cvat_main(["prelabel", str(recording), "--out", str(out), "--models", str(models_dir), "--threshold", "0.0", "--quiet"]) == 0
     frames = read_stream(recording.name, [out], Report())
     assert len({f.labels["orientation"] for f in frames}) == 1 and {f.labels["probe"] for f in frames} == {"v"}
+    assert "<track " in out.read_text()  # boxes linked into CVAT tracks by default (tests/test_tracks.py)

@@ -102,15 +102,8 @@ _COMMENTS_AND_PIS = re.compile(rb"<!--.*?-->|<\?.*?\?>", re.S)
 
 
 def parser_options() -> dict:
-    return dict(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
+    return dict(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
+                remove_comments=True, remove_pis=True)
 
 
 def iter_images(path: Path) -> Iterator[etree._Element]:

@@ -2,13 +2,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple, Sequence
 
 from lxml import etree
 
 from .. import schema
 from ..atomic import replacing_file
-from .reader import Frame, check_prolog, parser_options
+from .reader import Box, Frame, check_prolog, parser_options
+
+
+class TrackedBox(NamedTuple):
+    """One keyframe of a CVAT track (interpolation mode): CVAT interpolates a track's box between its
+    keyframes, and an `outside` keyframe hides it until the next. `frame`: the frame's position."""
+    frame: int
+    box: Box
+    keyframe: bool = True
+    outside: bool = False
+
+
+def _corners(box: Box, **first: str) -> dict[str, str]:
+    return {**first, "occluded": "0", "xtl": f"{box.x:.2f}", "ytl": f"{box.y:.2f}", "xbr": f"{box.x + box.w:.2f}",
+            "ybr": f"{box.y + box.h:.2f}", "z_order": "0"}
 
 
 def _labels_element(labels_meta: list[dict]) -> etree._Element:
@@ -28,19 +42,12 @@ def _labels_element(labels_meta: list[dict]) -> etree._Element:
     return labels
 
 
-def write_cvat_xml(
-    path: Path,
-    task_name: str,
-    frames: Iterable[Frame],
-    *,
-    tags: bool = True,
-    boxes: bool = True,
-    source: str = "manual",
-    confidences: dict[tuple[str, int], float] | None = None,
-) -> None:
+def write_cvat_xml(path: Path, task_name: str, frames: Iterable[Frame], *, tags: bool = True, boxes: bool = True,
+                   source: str = "manual", tracks: Iterable[Sequence[TrackedBox]] = ()) -> None:
     """Write frames as a "CVAT for images 1.1" export in the FPUS23 label schema.
 
-    `tags`/`boxes` choose what goes in (the archive keeps them in separate exports). Written to a
+    `tags`/`boxes` choose what goes in (the archive keeps them in separate exports); `tracks` become
+    `<track>` elements, which CVAT's importer reads and `read_stream` does not. Written to a
     temporary file and renamed, so a reader never sees half a file.
     """
     frames = list(frames)
@@ -59,13 +66,8 @@ def write_cvat_xml(
             root, "image", id=str(position), name=frame.name,
             width=str(frame.width or schema.FRAME_WIDTH), height=str(frame.height or schema.FRAME_HEIGHT),
         )
-        if boxes:
-            for box in frame.boxes:
-                etree.SubElement(
-                    image, "box", label=schema.BOX_CVAT_LABEL_OF[box.category], occluded="0", source=source,
-                    xtl=f"{box.x:.2f}", ytl=f"{box.y:.2f}", xbr=f"{box.x + box.w:.2f}", ybr=f"{box.y + box.h:.2f}",
-                    z_order="0",
-                )
+        for box in frame.boxes if boxes else ():
+            etree.SubElement(image, "box", _corners(box, label=schema.BOX_CVAT_LABEL_OF[box.category], source=source))
         if tags:
             for task_def in schema.TAG_TASKS:
                 value = frame.labels.get(task_def.key)
@@ -73,6 +75,11 @@ def write_cvat_xml(
                     continue
                 tag = etree.SubElement(image, "tag", label=task_def.cvat_label, source=source)
                 etree.SubElement(tag, "attribute", name=task_def.cvat_attribute).text = task_def.cvat_value_of[value]
+    for number, track in enumerate(tracks):  # as CVAT's "CVAT for video" export writes them
+        node = etree.SubElement(root, "track", id=str(number), label=schema.BOX_CVAT_LABEL_OF[track[0].box.category], source=source)
+        for shape in track:
+            etree.SubElement(node, "box", _corners(shape.box, frame=str(shape.frame), keyframe=str(int(shape.keyframe)),
+                                                   outside=str(int(shape.outside))))
     with replacing_file(path) as temporary:
         etree.ElementTree(root).write(str(temporary), encoding="utf-8", xml_declaration=True, pretty_print=True)
 
