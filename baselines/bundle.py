@@ -71,6 +71,32 @@ def export_bundle(model: nn.Module, out: Path | str, *, task: str, arch: str, sp
     return out
 
 
+def export_run(run_dir: Path | str, out: Path | str, *, fp32: bool = False, force: bool = False) -> Path:
+    """The bundle of a finished run folder (train or compress); an INT8 run gives an INT8 bundle
+    unless `fp32`. An existing `out` is replaced only with `force`."""
+    from .train import load_run
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise BundleError(f"{out}: exists; pass --force to replace it")
+    run_dir = Path(run_dir)
+    run, model, spec = load_run(run_dir)
+    int8 = run.get("precision") == "int8" and not fp32
+    extra = {"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"],
+             "recipe_set": run.get("recipe_set"), "thresholds": run.get("thresholds", {}),
+             "thresholds_chosen_on": run.get("thresholds_chosen_on")}
+    if "compression" in run:
+        c = run["compression"]
+        extra["compression"] = {"prune": c["prune"], "sparsity": c["sparsity"], "dense_macs_g": c["dense_macs_g"],
+                                "effective_macs_g": c["effective_macs_g"],
+                                "fp32": {k: v for k, v in c["fp32"].items() if k != "metrics"},
+                                "int8": c["int8"] and {k: v for k, v in c["int8"].items() if k != "metrics"}}
+    metrics = run["metrics"] if int8 or "compression" not in run else run["compression"]["fp32"]["metrics"]
+    return export_bundle(model, out, task=run["task"], arch=run["arch"], spec=spec, dataset=run["dataset"],
+                         protocol=run["protocol"], metrics=metrics, model_options=run.get("model_options", {}),
+                         extra=extra, int8_state=run_dir / INT8_STATE if int8 else None)
+
+
 def _save_torchscript(model: nn.Module, path: Path, spec: InputSpec, detector: bool) -> str | None:
     try:
         with warnings.catch_warnings():

@@ -8,15 +8,6 @@ from pathlib import Path
 
 from fpus23_dataset import schema
 
-QUICKSTART = {
-    # task: (arch, image scale, epochs, max steps per epoch, batch size, lr, detector proposals)
-    "orientation": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
-    "anatomy": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
-    "plane": ("resnet8", 0.35, 4, 30, 16, 1e-3, None),
-    "probe": ("resnet8", 0.35, 2, 20, 16, 1e-3, None),
-    "bounds": ("fasterrcnn_resnet10", 0.5, 3, 40, 4, 0.01, 100),
-}
-
 
 def _train(args) -> int:
     from .train import TrainConfig, train
@@ -99,50 +90,36 @@ def _report(args) -> int:
 
 
 def _export(args) -> int:
-    from .bundle import INT8_STATE, export_bundle
-    from .train import load_run
+    from .bundle import export_run
 
-    run_dir = Path(args.run)
-    run, model, spec = load_run(run_dir)
-    options = run.get("model_options", {})
-    int8 = run.get("precision") == "int8" and not args.fp32
-    extra = {"cost": run.get("cost"), "evaluation_split": run["evaluation_split"], "recipe": run["recipe"],
-             "thresholds": run.get("thresholds", {}), "thresholds_chosen_on": run.get("thresholds_chosen_on")}
-    if "compression" in run:
-        c = run["compression"]
-        extra["compression"] = {"prune": c["prune"], "sparsity": c["sparsity"], "dense_macs_g": c["dense_macs_g"],
-                                "effective_macs_g": c["effective_macs_g"],
-                                "fp32": {k: v for k, v in c["fp32"].items() if k != "metrics"},
-                                "int8": c["int8"] and {k: v for k, v in c["int8"].items() if k != "metrics"}}
-    metrics = run["metrics"] if int8 or "compression" not in run else run["compression"]["fp32"]["metrics"]
-    out = export_bundle(model, args.out, task=run["task"], arch=run["arch"], spec=spec, dataset=run["dataset"],
-                        protocol=run["protocol"], metrics=metrics, model_options=options, extra=extra,
-                        int8_state=run_dir / INT8_STATE if int8 else None)
+    out = export_run(args.run, args.out, fp32=args.fp32, force=args.force)
     print(f"bundle written: {out}")
     return 0
 
 
 def _quickstart(args) -> int:
-    """Build the embedded synthetic dataset if needed, train four small models, export four bundles."""
-    from fpus23_dataset.build import build
+    """Train one small model per task on procedural recordings and export `out/<task>` bundles."""
+    import time
 
-    from .train import TrainConfig, train
+    from .quickstart import quickstart
 
-    out = Path(args.out)
-    data = Path(args.data)
-    if not (data / "README.md").is_file():
-        print(f"building the embedded synthetic dataset into {data} ...")
-        build(None, data, "0.1.0", progress=not args.quiet)
-    for task in args.tasks:
-        arch, scale, epochs, steps, batch, lr, proposals = QUICKSTART[task]
-        run_dir = out / "runs" / task
-        config = TrainConfig(task=task, arch=arch, data=str(data), out=str(run_dir), epochs=epochs, max_steps=steps,
-                             batch_size=batch, lr=lr, image_scale=scale, proposals=proposals, seed=args.seed,
-                             progress=not args.quiet, latency_runs=5)
-        summary = train(config)
-        print(f"{task}: {arch} at {scale}x — {_headline(summary)} in {summary['train_seconds']} s")
-        _export(argparse.Namespace(run=str(run_dir), out=str(out / f"{task}-{arch}"), fp32=False))
-    print(f"bundles in {out}: demo-quality models trained for minutes on synthetic frames; not for research numbers")
+    started = time.perf_counter()
+    summaries = quickstart(args.out, args.data, args.tasks, args.seed, progress=not args.quiet)
+    for task, summary in summaries.items():
+        print(f"{task}: {summary['arch']} — {_headline(summary)} on its synthetic {summary['evaluation_split']} split "
+              f"(trained {summary['train_seconds']} s) -> {Path(args.out) / task}")
+    print(f"bundles in {args.out} after {time.perf_counter() - started:.0f} s: demo-quality models trained for minutes on "
+          f"procedural recordings; not research numbers (see fpus23-baselines reproduce)")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from .reproduce import ReproduceConfig, reproduce
+
+    report = reproduce(ReproduceConfig(data=str(args.data), out=args.out, quick=args.quick, seeds=args.seeds,
+                                       tasks=tuple(args.tasks), bootstrap=args.bootstrap, fetal_planes=args.fetal_planes,
+                                       workers=args.workers, progress=not args.quiet))
+    print(f"report: {report}")
     return 0
 
 
@@ -223,16 +200,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s.set_defaults(func=_report)
 
+    s = sub.add_parser("reproduce", help="regenerate every table (Tables 1, 2, 4-7) for both protocols, with seeds, "
+                                          "stream-bootstrap intervals and the leakage gap, as one Markdown report")
+    s.add_argument("--data", type=Path, default=Path("fpus23"), help="built dataset folder")
+    s.add_argument("--out", default="runs/reproduce", help="output folder (runs/, report.md, summary.json); "
+                                                           "finished runs in it are reused")
+    s.add_argument("--quick", action="store_true", help="CPU minutes: searched networks, small inputs, few steps, a subset")
+    s.add_argument("--seeds", type=int, default=3, help="training seeds per task and protocol")
+    s.add_argument("--tasks", nargs="+", default=list(schema.CONFIGS), choices=schema.CONFIGS)
+    s.add_argument("--bootstrap", type=int, default=1000, help="stream-bootstrap draws (the detector uses a tenth)")
+    s.add_argument("--fetal-planes", help="FETAL_PLANES_DB folder for Tables 5-7 (default: a labelled stand-in)")
+    s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_reproduce)
+
     s = sub.add_parser("export", help="write a model bundle from a run folder")
     s.add_argument("run")
     s.add_argument("out")
     s.add_argument("--fp32", action="store_true", help="from an INT8 compressed run: export its FP32 twin instead")
+    s.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     s.set_defaults(func=_export)
 
-    s = sub.add_parser("quickstart", help="small models for every task (the four configs and the probe) on the embedded synthetic set")
-    s.add_argument("out")
-    s.add_argument("--data", default="fpus23")
-    s.add_argument("--tasks", nargs="+", default=list(QUICKSTART), choices=list(QUICKSTART))
+    s = sub.add_parser("quickstart", help="small models for every task (the four configs and the probe) on procedural recordings")
+    s.add_argument("out", help="folder for the bundles (<out>/<task>), their runs and the training set")
+    s.add_argument("--data", help="train on this built dataset instead of rendering the quickstart's procedural set")
+    s.add_argument("--tasks", nargs="+", default=list(schema.TASKS), choices=schema.TASKS)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_quickstart)
@@ -240,8 +232,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fpus23_dataset.errors import UserError
+
+    from .bundle import BundleError
+    from .models import InitError
+
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UserError, BundleError, InitError, FileNotFoundError) as error:  # a user's mistake: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

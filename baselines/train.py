@@ -183,7 +183,7 @@ def load_splits(config: TrainConfig):
     train = _subset(splits["train"], config.subset, config.seed)
     validation = splits.get("validation")
     evaluation_split = "test" if "test" in splits else "validation"
-    evaluation = _subset(splits[evaluation_split], config.eval_subset, config.seed)
+    evaluation = _subset(splits[evaluation_split], config.eval_subset, 0)  # the same frames whatever the training seed
     return train, validation, evaluation, evaluation_split
 
 
@@ -222,14 +222,16 @@ def evaluate_model(model, rows, spec: InputSpec, task: str, device: torch.device
 
         truth, predictions = predict_boxes(model, loader, device, amp, progress)
         metrics = coco_metrics(truth, predictions, classes)
-        return metrics, [{"image_id": image_id, **p} for image_id, p in zip(rows["image_id"], predictions)]
+        return metrics, [{"image_id": image_id, **p, "truth": {"boxes": t["boxes"], "labels": t["labels"]}}
+                         for image_id, p, t in zip(rows["image_id"], predictions, truth)]
     from .metrics import classification_metrics
 
     truth, predicted, scores = predict_classes(model, loader, device, amp, progress)
     metrics = classification_metrics(truth, predicted, classes)
     if confusion_png is not None:
         plot_confusion(metrics["confusion"], classes, confusion_png, title)
-    return metrics, [{"image_id": i, "label": classes[p], "scores": s} for i, p, s in zip(rows["image_id"], predicted, scores)]
+    return metrics, [{"image_id": i, "label": classes[p], "truth": classes[t], "scores": s}
+                     for i, p, t, s in zip(rows["image_id"], predicted, truth, scores)]
 
 
 def train(config: TrainConfig) -> dict:

@@ -48,7 +48,7 @@ def test_stats_plot_without_matplotlib(procedural_build, tmp_path, capsys, monke
 
 
 def test_synth_refuses_a_bad_stream_count_and_an_earlier_render(tmp_path, capsys):
-    _one_line_error(capsys, ["synth", str(tmp_path / "o"), "--streams", "0"], "--streams 0", "between 1 and 40")
+    _one_line_error(capsys, ["synth", str(tmp_path / "o"), "--streams", "0"], "--streams 0", "between 1 and 1000")
     assert main(["synth", str(tmp_path / "o"), "--streams", "2", "--frames", "2", "--plane-images", "0", "--workers", "1"]) == 0
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "o").rglob("*"))
     capsys.readouterr()

@@ -117,13 +117,14 @@ def annotation_stats() -> dict:
 
 def procedural_stream_names(count: int) -> list[str]:
     """Stream names like the archive's: stream i gets orientation i mod 4, protocol i mod 5 (unique pairs
-    for i < 20) and the probe flips every 4 streams, so the first 40 are all combinations."""
+    for i < 20) and the probe flips every 4 streams, so the first 40 are all combinations; later ones
+    repeat them with a number after the protocol (`aroundhead2`), as more sweeps of the same set-up."""
     orientations = schema.ORIENTATION.classes
     protocols = ("aroundhead", "aroundabd", "aroundlegs", "aroundarms", "longrec")
     probes = schema.PROBE.classes
-    if not 0 < count <= 40:
-        raise UserError(f"--streams {count}: procedural recordings have between 1 and 40 streams")
-    return [f"stream_{orientations[i % 4]}_{protocols[i % 5]}_{probes[(i // 4) % 2]}" for i in range(count)]
+    if not 0 < count <= 1000:
+        raise UserError(f"--streams {count}: procedural recordings have between 1 and 1000 streams")
+    return [f"stream_{orientations[i % 4]}_{protocols[i % 5]}{i // 40 or ''}_{probes[(i // 4) % 2]}" for i in range(count)]
 
 
 def procedural_frames(stream: str, frames: int, seed: int = 0) -> list[Frame]:
@@ -132,7 +133,7 @@ def procedural_frames(stream: str, frames: int, seed: int = 0) -> list[Frame]:
     quantiles at drifting AR(1) levels (the centre's shared, as the probe moves every box together). A
     short stream drifts faster, so that it spans what a real ~300-frame sweep does."""
     _, orientation, protocol, probe = stream.split("_")
-    stats = annotation_stats()
+    protocol, stats = protocol.rstrip("0123456789"), annotation_stats()
     table, levels = stats["protocols"][protocol], stats["levels"]
     sets, shares = [s for s, _ in table["box_sets"]], np.array([p for _, p in table["box_sets"]])
     rng = np.random.default_rng(stable_seed("procedural", seed, stream))
