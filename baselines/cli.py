@@ -72,7 +72,7 @@ def _transfer(args) -> int:
         db=args.db, fpus23_run=args.fpus23_run, out=args.out, inits=tuple(args.inits), epochs=args.epochs,
         target_accuracy=args.target, subset=None if args.subset == 0 else args.subset, lr=args.lr,
         batch_size=args.batch_size, max_steps=args.max_steps, validation_fraction=args.validation_fraction,
-        seed=args.seed, progress=not args.quiet))
+        recalibrate_bn=not args.no_bn_recalibration, seed=args.seed, progress=not args.quiet))
     print((Path(args.out) / "transfer.md").read_text())
     return 0
 
@@ -210,7 +210,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/transfer", help="output folder (replaced if it holds an earlier transfer)")
     s.add_argument("--inits", nargs="+", default=["fpus23", "imagenet", "scratch"], choices=["fpus23", "imagenet", "scratch"],
                    help="initialisations to fine-tune from (scratch: our reference, not in the paper)")
-    s.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (ours; Appendix D: 15, Tables 6-7 show epochs 5 and 1)")
+    s.add_argument("--epochs", type=int, default=15,
+                   help="fine-tuning epochs (ours; Appendix D: 15, Tables 6-7 show epochs 5 and 1)")
     s.add_argument("--target", type=float, default=0.9, help="accuracy whose first epoch is reported")
     s.add_argument("--subset", type=float, default=0.4, help="subset experiment's fraction of training images (0: skip)")
     s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (section 4.1: 0.001)")
@@ -218,6 +219,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
     s.add_argument("--validation-fraction", type=float, default=0.2,
                    help="training patients held out to choose the reported epoch (0: none, the last epoch is reported)")
+    s.add_argument("--no-bn-recalibration", action="store_true",
+                   help="evaluate with batch-norm running statistics as trained (default: re-estimated on the training images)")
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_transfer)
