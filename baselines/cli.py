@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from fpus23_dataset import schema
+from fpus23_dataset.cli import HelpFormatter
 
 
 def _train(args) -> int:
@@ -63,7 +65,8 @@ def _transfer(args) -> int:
     run_transfer(TransferConfig(
         db=args.db, fpus23_run=args.fpus23_run, out=args.out, inits=tuple(args.inits), epochs=args.epochs,
         target_accuracy=args.target, subset=None if args.subset == 0 else args.subset, lr=args.lr,
-        batch_size=args.batch_size, max_steps=args.max_steps, seed=args.seed, progress=not args.quiet))
+        batch_size=args.batch_size, max_steps=args.max_steps, validation_fraction=args.validation_fraction,
+        recalibrate_bn=not args.no_bn_recalibration, seed=args.seed, progress=not args.quiet))
     print((Path(args.out) / "transfer.md").read_text())
     return 0
 
@@ -124,35 +127,39 @@ def _reproduce(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fpus23-baselines", description="The FPUS23 paper's baselines")
+    p = argparse.ArgumentParser(prog="fpus23-baselines", description="The FPUS23 paper's baselines",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"fpus23-baselines {version('fpus23')}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("train", help="train and evaluate one model")
     s.add_argument("--task", required=True, choices=schema.TASKS)
     s.add_argument("--arch", help="resnet34 | resnet10 | resnet8 | fasterrcnn_resnet34 | fasterrcnn_resnet10")
-    s.add_argument("--protocol", choices=["stream", "paper"], default="stream")
+    s.add_argument("--protocol", choices=["stream", "paper"], default="stream",
+                   help="stream: whole recordings held out; paper: random per-frame splits")
     s.add_argument("--data", type=Path, default=Path("fpus23"), help="built dataset folder")
     s.add_argument("--out", help="run folder (default runs/<task>-<arch>-<protocol>)")
     s.add_argument("--recipe", choices=["ours", "paper"], default="ours",
                    help="paper: the paper's stated recipe (Adam 1e-3, 15 epochs, ImageNet init when provided, flipped "
                         "copies, balanced planes, full frames); ours: this project's defaults (see baselines/train.py)")
-    s.add_argument("--init", choices=["scratch", "imagenet"], help="initialisation (default: the recipe's)")
+    s.add_argument("--init", choices=["scratch", "imagenet"],
+                   help="initialisation (default: the recipe's); imagenet: ResNet34 weights from the local torch hub cache")
     s.add_argument("--flip", choices=["random", "copies", "none"], help="training flips (default: the recipe's)")
     s.add_argument("--epochs", type=int)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
     s.add_argument("--subset", type=float, help="training rows: a fraction (<=1) or a count")
     s.add_argument("--eval-subset", type=float, help="evaluation rows: a fraction (<=1) or a count")
     s.add_argument("--image-scale", type=float, help="input size as a fraction of 672x389 (default: per architecture)")
     s.add_argument("--proposals", type=int, help="detector: RPN proposals kept (default: torchvision's 2000/1000)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    s.add_argument("--device", default="auto")
+    s.add_argument("--device", default="auto", help="torch device; auto: CUDA if available, else CPU")
     s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     s.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     s.add_argument("--latency-runs", type=int, default=20, help="CPU latency measurement: forward passes timed")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("compress", help="prune and/or quantise a trained run (Tables 2 and 4)")
@@ -165,39 +172,45 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, help="batches per epoch at most")
     s.add_argument("--lr-scale", type=float, default=0.1, help="fine-tuning lr = the run's lr x this")
     s.add_argument("--batch-size", type=int)
-    s.add_argument("--eval-subset", type=float)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=0)
-    s.add_argument("--latency-runs", type=int, default=20)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--eval-subset", type=float, help="evaluation rows: a fraction (<=1) or a count")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    s.add_argument("--latency-runs", type=int, default=20, help="CPU latency measurement: forward passes timed")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_compress)
 
     s = sub.add_parser("transfer", help="phantom -> FETAL_PLANES_DB transfer experiments (Tables 5-7)")
     s.add_argument("--db", required=True, help="FETAL_PLANES_DB folder (FETAL_PLANES_DB_data.csv + Images/)")
     s.add_argument("--fpus23-run", required=True, help="an FPUS23 plane classifier run folder")
-    s.add_argument("--out", default="runs/transfer")
-    s.add_argument("--inits", nargs="+", default=["fpus23", "imagenet", "scratch"], choices=["fpus23", "imagenet", "scratch"])
-    s.add_argument("--epochs", type=int, default=15)
+    s.add_argument("--out", default="runs/transfer", help="output folder (replaced if it holds an earlier transfer)")
+    s.add_argument("--inits", nargs="+", default=["fpus23", "imagenet", "scratch"], choices=["fpus23", "imagenet", "scratch"],
+                   help="initialisations to fine-tune from (scratch: our reference, not in the paper)")
+    s.add_argument("--epochs", type=int, default=15,
+                   help="fine-tuning epochs (ours; Appendix D: 15, Tables 6-7 show epochs 5 and 1)")
     s.add_argument("--target", type=float, default=0.9, help="accuracy whose first epoch is reported")
     s.add_argument("--subset", type=float, default=0.4, help="subset experiment's fraction of training images (0: skip)")
-    s.add_argument("--lr", type=float, default=1e-4)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--max-steps", type=int)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (section 4.1: 0.001)")
+    s.add_argument("--batch-size", type=int, default=16, help="batch size (ours; the paper gives none)")
+    s.add_argument("--max-steps", type=int, help="batches per epoch at most (quick runs)")
+    s.add_argument("--validation-fraction", type=float, default=0.2,
+                   help="training patients held out to choose the reported epoch (0: none, the last epoch is reported)")
+    s.add_argument("--no-bn-recalibration", action="store_true",
+                   help="evaluate with batch-norm running statistics as trained (default: re-estimated on the training images)")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_transfer)
 
     s = sub.add_parser("fetal-planes-standin", help="write a FETAL_PLANES_DB-shaped stand-in (phantom renderer, other machine)")
-    s.add_argument("out")
-    s.add_argument("--patients", type=int, default=24)
-    s.add_argument("--images-per-class", type=int, default=4)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("out", help="folder to write the stand-in database into")
+    s.add_argument("--patients", type=int, default=24, help="patients (about a third are test patients)")
+    s.add_argument("--images-per-class", type=int, default=4, help="images per patient and class")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_standin)
 
     s = sub.add_parser("report", help="Markdown tables shaped like the paper's Table 1 (and Tables 2/4 for compressed runs)")
-    s.add_argument("runs", nargs="+")
-    s.add_argument("--out")
+    s.add_argument("runs", nargs="+", help="run folders written by train or compress")
+    s.add_argument("--out", help="also write the Markdown here")
     s.set_defaults(func=_report)
 
     s = sub.add_parser("reproduce", help="regenerate every table (Tables 1, 2, 4-7) for both protocols, with seeds, "
@@ -211,12 +224,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", type=int, default=1000, help="stream-bootstrap draws (the detector uses a tenth)")
     s.add_argument("--fetal-planes", help="FETAL_PLANES_DB folder for Tables 5-7 (default: a labelled stand-in)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_reproduce)
 
     s = sub.add_parser("export", help="write a model bundle from a run folder")
-    s.add_argument("run")
-    s.add_argument("out")
+    s.add_argument("run", help="run folder written by train or compress")
+    s.add_argument("out", help="bundle folder to write")
     s.add_argument("--fp32", action="store_true", help="from an INT8 compressed run: export its FP32 twin instead")
     s.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     s.set_defaults(func=_export)
@@ -224,10 +237,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("quickstart", help="small models for every task (the four configs and the probe) on procedural recordings")
     s.add_argument("out", help="folder for the bundles (<out>/<task>), their runs and the training set")
     s.add_argument("--data", help="train on this built dataset instead of rendering the quickstart's procedural set")
-    s.add_argument("--tasks", nargs="+", default=list(schema.TASKS), choices=schema.TASKS)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--tasks", nargs="+", default=list(schema.TASKS), choices=schema.TASKS, help="tasks to train")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_quickstart)
+    for command in sub.choices.values():
+        command.formatter_class = HelpFormatter
     return p
 
 

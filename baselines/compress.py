@@ -29,7 +29,7 @@ from fpus23_dataset.atomic import replacing_dir
 from . import prune as pruning
 from . import quantize
 from .bundle import INT8_STATE
-from .cost import cost_figures, count_macs, cpu_latency_ms, parameter_memory_mb
+from .cost import cost_figures, count_macs, cpu_latency, parameter_memory_mb
 from .data import InputSpec
 from .engine import recalibrate_batchnorm, train_one_epoch
 from .train import TrainConfig, evaluate_model, load_run, load_splits, make_loader, seed_everything
@@ -138,6 +138,7 @@ def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn
             "memory_sparse_mb": round(pruning.sparse_memory_mb(model, 4), 3),
             "file_mb": round((out / "model.pt").stat().st_size / 1e6, 3),
             "cpu_latency_ms": cost["cpu_latency_ms"],
+            "cpu_latency": cost["cpu_latency"],  # median, spread and machine load (cost.cpu_latency)
             "agreement_with_parent": _agreement(parent_predictions, fp32_predictions),
         },
         "int8": None,
@@ -172,6 +173,7 @@ def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn
             int8_memory += parameter_memory_mb(prepared) - parameter_memory_mb(prepared.backbone)  # FP32 heads
         int8_metrics, int8_predictions = evaluate_model(int8_model, evaluation_rows, spec, task, cpu,
                                                         confusion_png=out / "confusion.png", title=f"{title} · INT8", **evaluate)
+        int8_latency = cpu_latency(int8_model, example, detector, config.latency_runs, what="INT8 latency")
         zero_weights = sum(int((~mask).sum()) for mask in masks.values())
         masked_weights = sum(mask.numel() for mask in masks.values())
         compression["int8"] = {
@@ -182,7 +184,8 @@ def _compress_into(out: Path, config: CompressConfig, run: dict, model: torch.nn
             "memory_dense_mb": round(int8_memory, 3),
             # pruned INT8 weights kept sparse: non-zero bytes + a 1-bit mask instead of one byte per weight
             "memory_sparse_mb": round(int8_memory - (zero_weights - masked_weights / 8) / 1e6, 3),
-            "cpu_latency_ms": round(cpu_latency_ms(int8_model, example, detector, config.latency_runs), 2),
+            "cpu_latency_ms": round(int8_latency["median_ms"], 2),
+            "cpu_latency": int8_latency,
             "agreement_with_fp32": _agreement(fp32_predictions, int8_predictions),
             "same_weights_fp32_metrics": same_metrics,
             "agreement_with_same_weights_fp32": _agreement(same_predictions, int8_predictions),

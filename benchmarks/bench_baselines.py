@@ -21,7 +21,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from baselines.cost import count_macs, cpu_latency_ms, parameter_memory_mb  # noqa: E402
+from baselines.cost import (  # noqa: E402
+    busy_warning, count_macs, cpu_latency, latency_text, machine_load, macs_at_paper_convention, parameter_memory_mb,
+)
 from baselines.data import InputSpec  # noqa: E402
 from baselines.models import CLASSIFIER_ARCHS, DETECTOR_ARCHS, build_model, default_image_scale  # noqa: E402
 
@@ -56,26 +58,37 @@ def main() -> int:
     parser.add_argument("--proposals", type=int, default=None, help="detector proposals (default torchvision's)")
     args = parser.parse_args()
     rows = []
+    warning = busy_warning(machine_load(), "the benchmark")  # cpu_latency warns again per model if still busy
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     for arch in args.archs:
         detector = arch in DETECTOR_ARCHS
         scale = default_image_scale(arch)
         spec = InputSpec.at_scale(scale)
         model = build_model("bounds" if detector else "orientation", arch, 4, "scratch", (spec.height, spec.width), args.proposals)
         example = torch.rand(1, 1, spec.height, spec.width)
+        latency = cpu_latency(model, example, detector, args.latency_runs, what=f"{arch} latency")
         row = {
             "arch": arch, "input": f"{spec.height}x{spec.width} (scale {scale})", "threads": torch.get_num_threads(),
-            "macs_g": round(count_macs(model, example, detector) / 1e9, 3), "memory_mb": round(parameter_memory_mb(model), 2),
+            "macs_g": round(count_macs(model, example, detector) / 1e9, 3),
+            "macs_224x224x3_g": round(macs_at_paper_convention(model, detector) / 1e9, 3),
+            "memory_mb": round(parameter_memory_mb(model), 2),
             "train_images_per_s": round(train_throughput(model, spec, detector, 4 if detector else 16, args.steps), 2),
-            "latency_ms_per_frame": round(cpu_latency_ms(model, example, detector, args.latency_runs), 2),
+            "latency_ms_per_frame": round(latency["median_ms"], 2),  # median; spread and load below
+            "latency": latency,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "baselines.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["# Baselines on this CPU", "", "| arch | input | MACs (G) | memory (MB) | train images/s | latency ms/frame |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['arch']} | {r['input']} | {r['macs_g']} | {r['memory_mb']} | {r['train_images_per_s']} | {r['latency_ms_per_frame']} |" for r in rows]
+    lines = ["# Baselines on this CPU", "",
+             "| arch | input | MACs (G) | MACs @224×224×3 (paper convention, G) | memory (MB) | train images/s | "
+             "latency ms/frame: median (p10–p90, load) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['arch']} | {r['input']} | {r['macs_g']} | {r['macs_224x224x3_g']} | {r['memory_mb']} | "
+              f"{r['train_images_per_s']} | {latency_text(r['latency'])} |" for r in rows]
+    if any(r["latency"]["busy"] for r in rows):
+        lines += ["", "Measured on a busy machine (1-min load average above half the CPUs): latency figures are unreliable."]
     (out / "baselines.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -13,6 +13,8 @@ from baselines.bundle import BundleError, load_bundle  # noqa: E402
 from baselines.cli import main as baselines_main  # noqa: E402
 from baselines.coco_eval import coco_metrics  # noqa: E402
 from baselines.metrics import classification_metrics  # noqa: E402
+from baselines import paper  # noqa: E402
+from baselines.cost import PAPER_MACS_LABEL  # noqa: E402
 from baselines.report import load_runs, table1  # noqa: E402
 from fpus23_dataset import schema  # noqa: E402
 
@@ -129,7 +131,7 @@ from conftest import QUICK_TRAINING as QUICK  # noqa: E402
 
 
 @pytest.mark.parametrize("task", list(QUICK))
-def test_quick_run_end_to_end(quick_runs, task):
+def test_quick_run_end_to_end(quick_runs, procedural_build, task):
     run = quick_runs / task
     summary = json.loads((run / "run.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
@@ -138,7 +140,19 @@ def test_quick_run_end_to_end(quick_runs, task):
     if task == "bounds":
         assert {"mAP", "mAP50", "mAR100", "per_class_AP"} <= set(metrics)
     else:
-        assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion"]) == len(schema.task_classes(task))
+        assert len(metrics["confusion"]) == len(schema.task_classes(task))
+        # the reported accuracy is the share of predictions.json that match the dataset's labels
+        from fpus23_dataset import load
+
+        rows = load("orientation" if task == "probe" else task, path=procedural_build)["test"]
+        truth = dict(zip(rows["image_id"], rows["probe" if task == "probe" else "label"]))
+        predictions = json.loads((run / "predictions.json").read_text())
+        classes = schema.task_classes(task)
+        correct = sum(p["label"] == (truth[p["image_id"]] if isinstance(truth[p["image_id"]], str)
+                                     else classes[truth[p["image_id"]]]) for p in predictions)
+        assert metrics["samples"] == len(predictions) > 0
+        assert metrics["accuracy"] == pytest.approx(correct / len(predictions))
+        assert sum(metrics["confusion"][k][k] for k in range(len(classes))) == correct
         with Image.open(run / "confusion.png") as plot:
             assert plot.size[0] > 300
     bundle = json.loads((quick_runs / "bundles" / task / "bundle.json").read_text())
@@ -198,8 +212,59 @@ def test_resume_continues_from_the_checkpoint(procedural_build, tmp_path):
     assert [h["epoch"] for h in history] == [0, 1]
 
 
-def test_report_names_the_protocol_and_the_papers_figures(quick_runs, tmp_path):
-    text = table1(load_runs([quick_runs / t for t in QUICK]))
-    assert "Protocol: stream" in text and "98.6" in text and "~99" in text
+def _markdown_rows(text: str) -> list[dict[str, str]]:
+    """Every row of every Markdown table in `text`, as {header: cell}."""
+    rows, header = [], None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set(line) <= set("|-"):
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_report_quotes_the_paper_for_the_same_architecture(quick_runs, tmp_path):
+    runs = load_runs([quick_runs / t for t in QUICK])
+    text = table1(runs)
+    assert "Protocol: stream" in text and "~99" not in text
+    rows = {r["task"]: r for r in _markdown_rows(text) if "task" in r}
+    assert set(rows) == set(QUICK)
+    for run in runs:
+        row, arch, task = rows[run["task"]], run["arch"], run["task"]
+        table, figures = paper.baseline_figures(arch, task)
+        source = f"paper (Table {table}, {paper.ARCH_LABEL[arch]})" if table else f"paper: no {paper.ARCH_LABEL[arch]} figures"
+        quality = ("mAP", "mAR") if task == "bounds" else ("accuracy", "F1")
+        metrics = ("mAP", "mAR") if task == "bounds" else ("accuracy", "f1")
+        for name, metric in zip(quality + ("Flops", "memory (MB)"), metrics + ("flops", "memory_mb")):
+            assert row[f"{source} {name}"] == (figures[metric].printed if table else "—"), (task, name)
+        assert row[f"{PAPER_MACS_LABEL} (G)"] == str(run["cost"]["macs_224x224x3_g"])
+        assert row["CPU ms/frame: median (p10–p90, load)"].startswith(f"{run['cost']['cpu_latency']['median_ms']:.1f} (p10–p90 ")
+    # the quick runs are ResNet8 / ResNet10: Table 4's figures, never Table 1's ResNet34 ones
+    assert rows["orientation"]["paper (Table 4, ResNet8) accuracy"] == "99.57%"
+    assert rows["bounds"]["paper (Table 4, Faster R-CNN ResNet10) mAR"] == "81.30%"
+    assert "99.80%" not in text and "98.60%" not in text
     assert baselines_main(["report", *(str(quick_runs / t) for t in QUICK), "--out", str(tmp_path / "t.md")]) == 0
     assert (tmp_path / "t.md").read_text() == text
+
+
+def test_export_refuses_to_overwrite_without_force(quick_runs, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    assert baselines_main(["export", str(quick_runs / "anatomy"), str(bundle)]) == 0
+    written = (bundle / "bundle.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert baselines_main(["export", str(quick_runs / "anatomy"), str(bundle)]) == 1
+    assert capsys.readouterr().err == f"error: {bundle} exists; pass --force to replace it\n"
+    assert (bundle / "bundle.json").stat().st_mtime_ns == written
+    assert baselines_main(["export", str(quick_runs / "anatomy"), str(bundle), "--force"]) == 0
+    assert load_bundle(bundle).task == "anatomy"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert baselines_main(["export", str(quick_runs / "anatomy"), str(tmp_path / "mine"), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "not a model bundle" in err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"

@@ -93,3 +93,26 @@ def test_a_missing_extra_is_named_with_its_install_command(procedural_build, tmp
     monkeypatch.setattr(builtins, "__import__", no_fiftyone)
     _one_line_error(capsys, ["fiftyone", str(procedural_build), "--database-dir", str(tmp_path / "db")],
                     "pip install 'fpus23[fiftyone]'")
+
+
+@pytest.mark.parametrize("module, prog", [("fpus23_dataset.cli", "fpus23"), ("cvat_plugin.cli", "fpus23-cvat"),
+                                          ("baselines.cli", "fpus23-baselines")])
+def test_version_and_help_explain_positionals_and_show_defaults(module, prog, capsys):
+    import argparse
+    import importlib
+    from importlib.metadata import version
+
+    cli = importlib.import_module(module)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"{prog} {version('fpus23')}\n"
+    commands = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, command in commands.items():
+        text = command.format_help()
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.option_strings:
+                assert action.help, f"{prog} {name}: positional {action.dest} has no help"
+            elif action.default not in (None, False, argparse.SUPPRESS):
+                assert action.help and f"(default: {action.default})" in " ".join(text.split()), (prog, name, action.dest)

@@ -12,6 +12,7 @@ pytest.importorskip("torchao", reason="INT8 needs torchao (the [baselines] extra
 from baselines import models, prune  # noqa: E402
 from baselines.cli import main as baselines_main  # noqa: E402
 from baselines.cost import count_macs, parameter_memory_mb  # noqa: E402
+from baselines import paper  # noqa: E402
 from baselines.report import compression_tables, load_runs  # noqa: E402
 from fpus23_dataset import schema  # noqa: E402
 
@@ -86,6 +87,16 @@ def test_compress_prunes_quantises_and_reports(compressed, quick_runs):
     assert conv and all(float((w == 0).float().mean()) > 0.2 for w in conv)
     table = compression_tables(load_runs([run_dir]))
     assert "| 50% | FP32 | 50.0 |" in table and "| 50% | INT8 | 50.0 |" in table and "0% (trained run)" in table
+    # every (prune, precision) cell of Table 4 for ResNet8 orientation, run here or not, with the paper's figures
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "%" in line.split("|")[1]]
+    assert len(lines) == 8 + 1  # the trained run's row, our two, and the paper's six others
+    for prune in paper.PRUNES:
+        for precision in paper.PRECISIONS:
+            cells = [paper.paper_figure(4, "resnet8", "orientation", m, prune, precision).printed
+                     for m in ("accuracy", "f1", "flops", "memory_mb")]
+            assert any(line.split("|")[2].strip() == precision.upper() and line.split("|")[1].strip().startswith(f"{prune:.0%}")
+                       and line.rstrip(" |").endswith(" | ".join(cells)) for line in lines), (prune, precision)
+    assert "| 30% | FP32 | not run |" in table
 
 
 def test_int8_bundle_reproduces_the_compressed_run_and_serves_in_the_plugin(compressed, procedural_build):
