@@ -35,6 +35,7 @@ import numpy as np
 from fpus23_dataset import schema
 
 from . import paper
+from .cost import latency_text
 from .report import compression_tables
 from .stats import accuracy, detection_map, group_by_stream, interval, seed_mean_distribution
 
@@ -271,15 +272,15 @@ def _report(config: ReproduceConfig, results: dict, gaps: dict, per_stream_rows:
         for stream, (frames, score) in rows.items():
             lines.append(f"| {task} | {arch} | {stream} | {frames} | {_pct(score)} |")
     lines += ["", "## Cost", "", "| task | model | input | MACs (G) at input | MACs (G) @224×224×3 | params (M) | memory (MB) | "
-              "CPU ms/frame (median) |", "|---|---|---|---|---|---|---|---|"]
+              "CPU ms/frame: median (p10–p90, load) |", "|---|---|---|---|---|---|---|---|"]
     seen = set()
     for run in runs:
         if (run["task"], run["arch"]) in seen:
             continue
         seen.add((run["task"], run["arch"]))
         c = run["cost"]
-        lines.append(f"| {run['task']} | {run['arch']} | {c['input']} | {c['macs_g']} | {c.get('macs_g_paper_convention', '—')} | "
-                     f"{c['params_m']} | {c['memory_mb']} | {c['cpu_latency_ms']} |")
+        lines.append(f"| {run['task']} | {run['arch']} | {c['input']} | {c['macs_g']} | {c.get('macs_224x224x3_g', '—')} | "
+                     f"{c['params_m']} | {c['memory_mb']} | {latency_text(c.get('cpu_latency'))} |")
     lines += ["", compression_tables(compressed) if compressed else "Compression: no runs.", "",
               "## Transfer (Tables 5–7)", "", transfer_md, "", "## Appendix: the paper's tables as printed", "",
               paper.paper_tables_markdown()]
