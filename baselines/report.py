@@ -107,7 +107,8 @@ def table1(runs: Sequence[dict]) -> str:
                    "percentiles and the 1-minute load average before timing. Paper figures as printed (paper.py); "
                    "the paper's F1 is a fraction, ours macro-F1 in %; the paper's detector mAP/mAR: footnote [appendix-b].")
         out.append("")
-    out += paper.footnote_lines(1) + [""]
+    extra = ["resnet8-flops"] if any(r["arch"] == "resnet8" for r in runs) else []  # Table 4 quoted beside ResNet8
+    out += paper.footnote_lines(1) + [f"- [{key}] {paper.FOOTNOTES[key]}" for key in extra] + [""]
     return "\n".join(out) + "\n"
 
 

@@ -187,7 +187,7 @@ def finetune(init: str, arch: str, fpus23: nn.Module, train_records, test_record
     plot_confusion(metrics["confusion"], CLASSES, out / f"{tag}_{init}_final.png", f"{init} init · after {config.epochs} epochs")
     return {"init": init, "epochs_to_target": reached, "curve": curve, "epoch1": first_epoch, "final": metrics,
             "selected": {"epoch": selected[0], "validation_accuracy": selected[1], "test": selected[2],
-                         "chosen_by": "best validation accuracy" if validation_records else "last epoch (no validation patients)"},
+                         "chosen_by": "best validation accuracy" if validation_records else "last epoch, no validation patients"},
             "weight_change": weight_change(before, model), "train_images": len(train_records),
             "validation_images": len(validation_records)}
 
@@ -303,6 +303,7 @@ def transfer_tables(results: dict) -> str:
         for table, init in ((6, "imagenet"), (7, "fpus23")):
             _, epochs, _, _ = paper.CONFUSION[table]
             out += [f"### Table {table}: {init}-trained, fine-tuned", "", paper.confusion_markdown(table), ""]
+            out += paper.footnote_lines(table) + [""]
             r = results[tag].get(init, {})
             if "skipped" in r or not r:
                 out += [f"Ours: skipped: {r.get('skipped', 'not run')}", ""]
@@ -314,10 +315,10 @@ def transfer_tables(results: dict) -> str:
                     continue
                 out += [paper.confusion_markdown(table, _paper_layout(point["confusion"]),
                                                  title=f"Ours, {init} init, after {epoch} epoch{'s' if epoch > 1 else ''} ({why})"), ""]
-            out += paper.footnote_lines(table) + [""]
     text = {f.init: f.printed for f in paper.figures(table=paper.TEXT, metric="weight_change_sum_sq")}
     out.append(f"The paper reports (section 4.4, real FPUS23 -> real FETAL_PLANES_DB): FPUS23 init reaches "
                f"{paper.paper_figure(paper.TEXT, 'resnet34', paper.PLANE, 'accuracy_after_1_epoch', init='fpus23').printed} "
                f"after 1 epoch where ImageNet init needs more than 16 (Appendix D: 15), and squared weight changes of "
                f"{text['fpus23']} (FPUS23) vs {text['imagenet']} (ImageNet); on 40% of the training data 92% vs 88% (Appendix D).")
+    out += ["", f"- [weight-change] {paper.FOOTNOTES['weight-change']}"]
     return "\n".join(out) + "\n"

@@ -240,12 +240,13 @@ def test_report_quotes_the_paper_for_the_same_architecture(quick_runs, tmp_path)
         quality = ("mAP", "mAR") if task == "bounds" else ("accuracy", "F1")
         metrics = ("mAP", "mAR") if task == "bounds" else ("accuracy", "f1")
         for name, metric in zip(quality + ("Flops", "memory (MB)"), metrics + ("flops", "memory_mb")):
-            assert row[f"{source} {name}"] == (figures[metric].printed if table else "—"), (task, name)
+            assert row[f"{source} {name}"] == (figures[metric].printed if metric in figures else "—"), (task, name)
         assert row[f"{PAPER_MACS_LABEL} (G)"] == str(run["cost"]["macs_224x224x3_g"])
         assert row["CPU ms/frame: median (p10–p90, load)"].startswith(f"{run['cost']['cpu_latency']['median_ms']:.1f} (p10–p90 ")
     # the quick runs are ResNet8 / ResNet10: Table 4's figures, never Table 1's ResNet34 ones
     assert rows["orientation"]["paper (Table 4, ResNet8) accuracy"] == "99.57%"
     assert rows["bounds"]["paper (Table 4, Faster R-CNN ResNet10) mAR"] == "81.30%"
+    assert rows["probe"]["paper (Table 4, ResNet8) accuracy"] == "—"  # the paper has no probe classifier
     assert "99.80%" not in text and "98.60%" not in text
     assert baselines_main(["report", *(str(quick_runs / t) for t in QUICK), "--out", str(tmp_path / "t.md")]) == 0
     assert (tmp_path / "t.md").read_text() == text

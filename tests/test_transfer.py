@@ -158,3 +158,23 @@ def test_finetuning_from_the_standin_beats_chance(standin, quick_runs, tmp_path)
     r = results["full"]["fpus23"]
     assert r["selected"]["epoch"] == 2 and r["selected"]["chosen_by"].startswith("last epoch")
     assert r["final"]["accuracy"] > 0.25 + 0.1, r["curve"]
+
+
+def test_table5_imagenet_row_skipped_or_measured(standin, tmp_path, monkeypatch):
+    """Without the weights the ImageNet row says how to provide them; with them it is measured."""
+    from torchvision.models import resnet34
+
+    from baselines import models
+    from baselines.data import InputSpec
+    from baselines.transfer import TransferConfig, no_finetuning_imagenet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    records = patient_split(read_fetal_planes(standin))["test"]
+    spec, config = InputSpec.at_scale(0.15), TransferConfig(db="", fpus23_run="", batch_size=8)
+    missing = no_finetuning_imagenet("resnet34", records, spec, config)
+    assert missing["skipped"].startswith("weights not provided (") and str(models.imagenet_weights_path()) in missing["skipped"]
+    models.imagenet_weights_path().parent.mkdir(parents=True)
+    torch.save(resnet34().state_dict(), models.imagenet_weights_path())  # stands in for the real file
+    metrics = no_finetuning_imagenet("resnet34", records, spec, config)["metrics"]
+    assert metrics["samples"] == len(records)
+    assert metrics["accuracy"] == pytest.approx(sum(metrics["confusion"][k][k] for k in range(4)) / len(records))
