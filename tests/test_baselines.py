@@ -269,3 +269,46 @@ def test_export_refuses_to_overwrite_without_force(quick_runs, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "not a model bundle" in err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_recipe_sets_resolve_to_what_they_document(monkeypatch, tmp_path):
+    from baselines import train as training
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no ImageNet weights here
+    paper_plane = training.TrainConfig(task="plane", recipe_set="paper").resolve()
+    r = paper_plane.recipe
+    assert (r["optimizer"], r["lr"], r["step_size"], r["gamma"], r["epochs"]) == ("adam", 1e-3, 20, 0.1, 15)
+    assert r["flip"] == "copies" and r["balance_planes"] and paper_plane.image_scale == 1.0
+    assert paper_plane.init == "scratch" and "ImageNet weights not provided" in paper_plane.init_note
+    paper_bounds = training.TrainConfig(task="bounds", recipe_set="paper").resolve()
+    assert paper_bounds.recipe["optimizer"] == "adam" and paper_bounds.recipe["lr"] == 1e-3
+    assert not paper_bounds.recipe["balance_planes"]  # balancing is for the plane classes only
+    ours = training.TrainConfig(task="bounds", arch="fasterrcnn_resnet10").resolve()
+    assert ours.recipe["optimizer"] == "sgd" and ours.recipe["flip"] == "random" and ours.init == "scratch"
+    assert ours.image_scale == models.default_image_scale("fasterrcnn_resnet10")
+    searched = training.TrainConfig(task="orientation", arch="resnet8", recipe_set="paper").resolve()
+    assert searched.init == "scratch" and "no ImageNet weights" in searched.init_note
+    with pytest.raises(ValueError, match="recipe 'mine'"):
+        training.TrainConfig(task="plane", recipe_set="mine").resolve()
+
+
+def test_flipped_copies_and_balanced_planes(procedural_build):
+    from baselines.data import ClassificationDataset, InputSpec, balanced_indices
+    from fpus23_dataset import load
+
+    rows = load("plane", path=procedural_build)["train"]
+    spec = InputSpec.at_scale(0.1)
+    plain = ClassificationDataset(rows, spec, train=True, flip="none")
+    copies = ClassificationDataset(rows, spec, train=True, flip="copies")
+    assert len(copies) == 2 * len(plain) == 2 * len(rows)
+    n = len(rows)
+    for k in (0, n - 1):
+        (a, la), (b, lb) = copies[k], copies[k + n]
+        assert la == lb and torch.equal(a.flip(-1), b) and not torch.equal(a, b)
+    labels = rows["label"]
+    index = balanced_indices(labels, seed=0)
+    counts = {c: sum(labels[i] == c for i in index) for c in set(labels)}
+    assert len(set(counts.values())) == 1 and max(counts.values()) == max(labels.count(c) for c in set(labels))
+    assert set(index) == set(range(len(labels)))  # every row is still used
+    balanced = ClassificationDataset(rows, spec, train=True, flip="none", balance=True)
+    assert len(balanced) == len(index)

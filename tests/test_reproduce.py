@@ -97,3 +97,21 @@ def test_reproduce_end_to_end_on_tiny_runs(procedural_build, tmp_path):
     reproduce(ReproduceConfig(data=str(procedural_build), out=str(tmp_path / "r"), quick=True, seeds=2,
                               tasks=("plane",), bootstrap=60, plans=(tiny,), progress=False))
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "runs").glob("*/run.json")}
+
+
+def test_quickstart_probe_bundle_beats_chance_on_renders_of_real_streams(shared_annotations, tmp_path, monkeypatch):
+    """The quickstart's path end to end (procedural training set -> train -> `<out>/<task>` bundle), then
+    scored on renders of real annotation streams it never saw: one horizontal and one vertical sweep."""
+    from baselines import quickstart as qs
+    from baselines.heldout import score_bundle
+    from fpus23_dataset.synth import render_annotations
+
+    monkeypatch.setattr(qs, "TRAINING_SET", {"streams": 160, "frames_per_stream": 3, "plane_images": 8})
+    monkeypatch.setitem(qs.QUICKSTART, "probe", qs.QuickRecipe("resnet8", 0.25, 40, 16, 1e-3, eval_subset=48))
+    qs.quickstart(tmp_path / "bundles", tasks=["probe"], progress=False)
+    assert (tmp_path / "bundles" / "probe" / "bundle.json").is_file()
+    streams = ["stream_hdvf_aroundhead_h", "stream_huvb_aroundlegs_v"]
+    render_annotations(shared_annotations, tmp_path / "real", streams=streams, workers=2, progress=False)
+    score = score_bundle(tmp_path / "bundles" / "probe", tmp_path / "real", streams, every=12)
+    assert score["frames"] >= 40 and score["chance"] == 0.5
+    assert score["accuracy"] > 0.75, score
