@@ -33,6 +33,7 @@ class QuickRecipe:
     batch_size: int
     lr: float
     proposals: int | None = None
+    box_representation: int | None = None
     eval_subset: int = 200  # frames scored on the test and validation splits (thresholds are chosen on the latter)
 
 
@@ -43,7 +44,7 @@ QUICKSTART = {
     "anatomy": QuickRecipe("resnet8", 0.35, 120, 16, 1e-3),
     "plane": QuickRecipe("resnet8", 0.35, 40, 16, 1e-3),
     "probe": QuickRecipe("resnet8", 0.35, 60, 16, 1e-3),
-    "bounds": QuickRecipe("fasterrcnn_resnet10", 0.4, 75, 4, 0.01, proposals=100, eval_subset=100),
+    "bounds": QuickRecipe("fasterrcnn_resnet10", 0.35, 300, 4, 0.01, proposals=100, box_representation=256, eval_subset=100),
 }
 # The training set: many short sweeps rather than a few long ones. Consecutive frames are near-
 # duplicates, and with 40 streams of 40 frames a classifier learnt the streams (synthetic test
@@ -70,13 +71,16 @@ def quickstart(out: Path | str, data: Path | str | None = None, tasks: Sequence[
             print(f"rendering and building the quickstart's training set into {data} ...")
             training_data(data, seed, progress)
     summaries = {}
-    for task in tasks:
+    # the detector starts from the anatomy classifier's trunk when both are trained (models.load_trunk)
+    for task in sorted(tasks, key=lambda t: t == "bounds"):
         recipe = QUICKSTART[task]
         run_dir = out / "runs" / task
+        trunk = out / "runs" / "anatomy" if task == "bounds" and "anatomy" in tasks else None
         config = TrainConfig(task=task, arch=recipe.arch, data=str(data), out=str(run_dir), epochs=1,
                              max_steps=recipe.max_steps, batch_size=recipe.batch_size, lr=recipe.lr,
                              image_scale=recipe.image_scale, proposals=recipe.proposals, eval_subset=recipe.eval_subset,
-                             seed=seed, progress=progress, latency_runs=5)
+                             box_representation=recipe.box_representation,
+                             seed=seed, progress=progress, latency_runs=5, trunk_from=trunk and str(trunk))
         summaries[task] = train(config)
         export_run(run_dir, out / task, force=True)
     return summaries

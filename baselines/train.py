@@ -45,7 +45,7 @@ from .calibrate import classifier_thresholds, detector_thresholds
 from .coco_eval import coco_metrics
 from .engine import predict_boxes, predict_classes, train_one_epoch
 from .metrics import classification_metrics, plot_confusion
-from .models import IMAGENET_ARCHS, build_model, fitted_anchors, default_arch, default_image_scale, imagenet_weights_path, is_detector
+from .models import IMAGENET_ARCHS, build_model, fitted_anchors, load_trunk, default_arch, default_image_scale, imagenet_weights_path, is_detector
 
 # Per recipe set and model kind. Keys: optimiser settings, epochs, batch size, initialisation,
 # flip mode (see data.py) and whether plane classes are balanced.
@@ -88,7 +88,8 @@ class TrainConfig:
     subset: float | None = None  # a fraction (<= 1) or a count (> 1) of training rows
     eval_subset: float | None = None
     image_scale: float | None = None  # None: the architecture's default (models.DEFAULT_IMAGE_SCALE)
-    proposals: int | None = None  # detector: RPN proposals kept (None: torchvision defaults, the paper's)
+    proposals: int | None = None  # detector: RPN proposals kept (None: torchvision's defaults)
+    box_representation: int | None = None  # detector: box head width (None: torchvision's 1024)
     workers: int = 0
     device: str = "auto"
     amp: bool = True
@@ -96,6 +97,7 @@ class TrainConfig:
     progress: bool = True
     latency_runs: int = 20
     flip: str | None = None  # None: the recipe's ("random" | "copies" | "none")
+    trunk_from: str | None = None  # detector: a classifier run folder whose trunk starts this one's (models.load_trunk)
     recipe: dict = field(default_factory=dict)
     init_note: str | None = None
 
@@ -253,9 +255,15 @@ def train(config: TrainConfig) -> dict:
     train_loader = make_loader(train_rows, spec, detector, True, recipe["batch_size"], config.workers, config.seed, sampler,
                                recipe["flip"], recipe["balance_planes"])
     model_options = {"proposals": config.proposals}
+    if config.box_representation:
+        model_options["box_representation"] = config.box_representation
     if detector:
         model_options["anchor_sizes"], model_options["aspect_ratios"] = fitted_anchors(spec.height)
-    model = build_model(config.task, config.arch, len(classes), config.init, (spec.height, spec.width), **model_options).to(device)
+    model = build_model(config.task, config.arch, len(classes), config.init, (spec.height, spec.width), **model_options)
+    if config.trunk_from and detector:
+        copied = load_trunk(model, torch.load(Path(config.trunk_from) / "model.pt", map_location="cpu", weights_only=True))
+        config.init_note = f"trunk from {config.trunk_from} ({copied} tensors)"
+    model = model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if recipe["optimizer"] == "adam":
         optimizer = torch.optim.Adam(parameters, lr=recipe["lr"], weight_decay=recipe["weight_decay"])

@@ -312,3 +312,17 @@ def test_flipped_copies_and_balanced_planes(procedural_build):
     assert set(index) == set(range(len(labels)))  # every row is still used
     balanced = ClassificationDataset(rows, spec, train=True, flip="none", balance=True)
     assert len(balanced) == len(index)
+
+
+def test_detector_trunk_from_a_classifier_and_a_narrow_box_head():
+    torch.manual_seed(0)
+    classifier = models.build_classifier("resnet8", 4)
+    detector = models.build_detector("fasterrcnn_resnet10", 4, image_size=(97, 168), proposals=20, box_representation=64)
+    copied = models.load_trunk(detector, classifier.state_dict())
+    assert copied == len(classifier.state_dict()) - 2  # everything but the classifier's fc weight and bias
+    assert torch.equal(detector.backbone.state_dict()["4.1.0.conv2.weight"], classifier.state_dict()["layers.1.0.conv2.weight"])
+    assert detector.roi_heads.box_head.fc7.out_features == 64 and detector.roi_heads.box_predictor.cls_score.out_features == 5
+    wide = models.build_detector("fasterrcnn_resnet10", 4, image_size=(97, 168), proposals=20)
+    assert wide.roi_heads.box_head.fc7.out_features == 1024
+    narrow_params = sum(p.numel() for p in detector.parameters())
+    assert narrow_params < sum(p.numel() for p in wide.parameters()) - 20_000_000  # fc6 is 25088 x 1024 in the wide head
