@@ -16,7 +16,7 @@ def _train(args) -> int:
 
     config = TrainConfig(
         task=args.task, arch=args.arch, protocol=args.protocol, data=str(args.data), out=args.out, init=args.init,
-        recipe_set=args.recipe, flip=args.flip,
+        recipe_set=args.recipe, flip=args.flip, fpn=args.fpn, box_representation=args.box_representation,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_steps=args.max_steps,
         subset=args.subset, eval_subset=args.eval_subset, image_scale=args.image_scale, proposals=args.proposals,
         workers=args.workers, latency_runs=args.latency_runs,
@@ -153,6 +153,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--subset", type=float, help="training rows: a fraction (<=1) or a count")
     s.add_argument("--eval-subset", type=float, help="evaluation rows: a fraction (<=1) or a count")
     s.add_argument("--image-scale", type=float, help="input size as a fraction of 672x389 (default: per architecture)")
+    s.add_argument("--fpn", action="store_true", help="detector: feature pyramid over the trunk's stages 2-4 (small anatomies)")
+    s.add_argument("--box-representation", type=int, help="detector: box head width (default: torchvision's 1024)")
     s.add_argument("--proposals", type=int, help="detector: RPN proposals kept (default: torchvision's 2000/1000)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     s.add_argument("--device", default="auto", help="torch device; auto: CUDA if available, else CPU")

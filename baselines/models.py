@@ -137,7 +137,18 @@ def _trunk(arch: str, init: str) -> nn.Module:
     raise ValueError(f"unknown detector {arch!r}; expected one of {', '.join(DETECTOR_ARCHS)}")
 
 
-def fitted_anchors(image_height: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def _fpn_backbone(arch: str, init: str) -> nn.Module:
+    """The trunk's stages 2-4 (strides 8, 16, 32) under a feature pyramid (torchvision's FPN, 128
+    channels, plus its max-pooled stride-64 level): small anatomies are pooled from stride-8 maps."""
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+
+    trunk = _trunk(arch, init)
+    stages = list(trunk.children())[4:] if arch == "fasterrcnn_resnet34" else list(trunk[4].children())
+    body = nn.Sequential(*list(trunk.children())[:4], *stages)  # children 4..7 are stages 1..4
+    return BackboneWithFPN(body, {"5": "0", "6": "1", "7": "2"}, [128, 256, 512], 128)
+
+
+def fitted_anchors(image_height: int, count: int = 5) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Anchor sizes and aspect ratios (h/w) that cover the annotated boxes at the input size used.
 
     Ours, not the paper's (it gives none). torchvision's 128/256/512 suit COCO-sized objects in
@@ -152,13 +163,14 @@ def fitted_anchors(image_height: int) -> tuple[tuple[int, ...], tuple[float, ...
     side = dict(zip(stats["levels"], stats["box_side"]))
     aspect = dict(zip(stats["levels"], stats["box_aspect_h_over_w"]))
     low, high = (side[level] * image_height / schema.FRAME_HEIGHT for level in (5, 95))
-    sizes = tuple(max(8, round(low * (high / low) ** (k / 4))) for k in range(5))
+    sizes = tuple(max(8, round(low * (high / low) ** (k / (count - 1)))) for k in range(count))
     return sizes, (aspect[5], aspect[50], aspect[95])
 
 
 def build_detector(arch: str, num_classes: int, init: str = "scratch", image_size: tuple[int, int] = (389, 672),
                    proposals: int | None = None, anchor_sizes: Sequence[int] | None = None,
-                   aspect_ratios: Sequence[float] | None = None, box_representation: int | None = None) -> FasterRCNN:
+                   aspect_ratios: Sequence[float] | None = None, box_representation: int | None = None,
+                   fpn: bool = False) -> FasterRCNN:
     """Faster R-CNN; `num_classes` excludes the background; frames keep their size (no resize).
 
     `proposals` caps the RPN's proposals kept after NMS (and the RoIs sampled per image in training)
@@ -167,18 +179,25 @@ def build_detector(arch: str, num_classes: int, init: str = "scratch", image_siz
     `box_representation` narrows the box head's two fully connected layers (torchvision: 1024). At
     small inputs that head, not the trunk, is most of the work: 512x7x7 -> 1024 is 25.7 M MACs per
     region, 64 sampled regions per training image, against ~0.5 GMACs for a ResNet10 trunk at 0.35x.
+    `fpn` (ours) pools regions from a feature pyramid instead of the last stage alone; the eight
+    fitted anchor sizes go two per pyramid level, smallest on the finest.
     Inputs are in [0, 1]: grey frames are not normalised for the detector.
     """
     height, width = image_size
-    fitted = fitted_anchors(height)
-    anchors = AnchorGenerator(sizes=(tuple(anchor_sizes or fitted[0]),), aspect_ratios=(tuple(aspect_ratios or fitted[1]),))
-    pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
+    fitted = fitted_anchors(height, 8 if fpn else 5)
+    sizes, ratios = tuple(anchor_sizes or fitted[0]), tuple(aspect_ratios or fitted[1])
+    if fpn:
+        anchors = AnchorGenerator(sizes=tuple(sizes[k : k + 2] for k in range(0, 8, 2)), aspect_ratios=(ratios,) * 4)
+        pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7, sampling_ratio=2)
+    else:
+        anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=(ratios,))
+        pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
     limits = {}
     if proposals is not None:
         limits = dict(rpn_pre_nms_top_n_train=proposals * 2, rpn_post_nms_top_n_train=proposals,
                       rpn_pre_nms_top_n_test=proposals, rpn_post_nms_top_n_test=proposals,
                       box_batch_size_per_image=min(512, max(64, proposals // 2)))
-    trunk = _trunk(arch, init)
+    trunk = _fpn_backbone(arch, init) if fpn else _trunk(arch, init)
     if box_representation:
         limits.update(box_head=TwoMLPHead(trunk.out_channels * 7 * 7, box_representation),
                       box_predictor=FastRCNNPredictor(box_representation, num_classes + 1))
@@ -191,6 +210,7 @@ def build_detector(arch: str, num_classes: int, init: str = "scratch", image_siz
 # Classifier state-dict prefixes -> the detector trunk's (nn.Sequential built in `_trunk`).
 _TRUNK_PREFIXES = {"conv1.": "0.", "bn1.": "1.", "layers.": "4.", "layer1.": "4.", "layer2.": "5.", "layer3.": "6.",
                    "layer4.": "7."}
+_FLAT_STAGES = {f"layers.{k}.": f"{4 + k}." for k in range(4)}
 
 
 def load_trunk(detector: FasterRCNN, classifier_state: dict) -> int:
@@ -198,23 +218,26 @@ def load_trunk(detector: FasterRCNN, classifier_state: dict) -> int:
     an anatomy classifier already knows what heads, arms, legs and abdomens look like). Tensors are
     copied where the name maps and the shape matches (ResNet8's three stages into ResNet10's four);
     returns how many were copied."""
-    target = detector.backbone.state_dict()
+    trunk = getattr(detector.backbone, "body", detector.backbone)  # with an FPN, its body holds the stages flat
+    prefixes = _TRUNK_PREFIXES if trunk is detector.backbone else {**_TRUNK_PREFIXES, **_FLAT_STAGES}
+    target = trunk.state_dict()
     copied = {}
     for name, tensor in classifier_state.items():
-        prefix = next((p for p in _TRUNK_PREFIXES if name.startswith(p)), None)
-        mapped = prefix and _TRUNK_PREFIXES[prefix] + name[len(prefix):]
+        prefix = max((p for p in prefixes if name.startswith(p)), key=len, default=None)
+        mapped = prefix and prefixes[prefix] + name[len(prefix):]
         if mapped in target and target[mapped].shape == tensor.shape:
             copied[mapped] = tensor
-    detector.backbone.load_state_dict(copied, strict=False)
+    trunk.load_state_dict(copied, strict=False)
     return len(copied)
 
 
 def build_model(task: str, arch: str, num_classes: int, init: str = "scratch", image_size: tuple[int, int] = (389, 672),
                 proposals: int | None = None, anchor_sizes: Sequence[int] | None = None,
-                aspect_ratios: Sequence[float] | None = None, box_representation: int | None = None) -> nn.Module:
+                aspect_ratios: Sequence[float] | None = None, box_representation: int | None = None,
+                fpn: bool = False) -> nn.Module:
     if task == "bounds":
         return build_detector(arch, num_classes, init, image_size, proposals, anchor_sizes, aspect_ratios,
-                              box_representation)
+                              box_representation, fpn)
     return build_classifier(arch, num_classes, init)
 
 

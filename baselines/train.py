@@ -90,6 +90,7 @@ class TrainConfig:
     image_scale: float | None = None  # None: the architecture's default (models.DEFAULT_IMAGE_SCALE)
     proposals: int | None = None  # detector: RPN proposals kept (None: torchvision's defaults)
     box_representation: int | None = None  # detector: box head width (None: torchvision's 1024)
+    fpn: bool = False  # detector: a feature pyramid over the trunk's stages 2-4 (models.build_detector)
     workers: int = 0
     device: str = "auto"
     amp: bool = True
@@ -257,8 +258,10 @@ def train(config: TrainConfig) -> dict:
     model_options = {"proposals": config.proposals}
     if config.box_representation:
         model_options["box_representation"] = config.box_representation
+    if config.fpn:
+        model_options["fpn"] = True
     if detector:
-        model_options["anchor_sizes"], model_options["aspect_ratios"] = fitted_anchors(spec.height)
+        model_options["anchor_sizes"], model_options["aspect_ratios"] = fitted_anchors(spec.height, 8 if config.fpn else 5)
     model = build_model(config.task, config.arch, len(classes), config.init, (spec.height, spec.width), **model_options)
     if config.trunk_from and detector:
         copied = load_trunk(model, torch.load(Path(config.trunk_from) / "model.pt", map_location="cpu", weights_only=True))

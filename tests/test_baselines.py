@@ -326,3 +326,16 @@ def test_detector_trunk_from_a_classifier_and_a_narrow_box_head():
     assert wide.roi_heads.box_head.fc7.out_features == 1024
     narrow_params = sum(p.numel() for p in detector.parameters())
     assert narrow_params < sum(p.numel() for p in wide.parameters()) - 20_000_000  # fc6 is 25088 x 1024 in the wide head
+
+
+@pytest.mark.parametrize("arch", models.DETECTOR_ARCHS)
+def test_feature_pyramid_detector_takes_the_fitted_anchors_finest_first(arch):
+    torch.manual_seed(0)
+    detector = models.build_detector(arch, 4, image_size=(97, 168), proposals=20, fpn=True)
+    sizes = detector.rpn.anchor_generator.sizes
+    assert len(sizes) == 4 and all(len(level) == 2 for level in sizes)
+    assert [s for level in sizes for s in level] == list(models.fitted_anchors(97, 8)[0])
+    classifier = models.build_classifier("resnet34" if arch.endswith("34") else "resnet8", 4)
+    assert models.load_trunk(detector, classifier.state_dict()) == len(classifier.state_dict()) - 2
+    losses = detector([torch.rand(1, 97, 168)], [{"boxes": torch.tensor([[5.0, 5.0, 25.0, 30.0]]), "labels": torch.tensor([2])}])
+    sum(losses.values()).backward()
