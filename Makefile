@@ -17,7 +17,8 @@ $(STAMP_CORE): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e .
 	touch $@
 
-# torch/torchvision pinned to the wheels this workplace keeps on local disk (CPU-friendly, no CUDA download).
+# torch/torchvision pinned to the versions this project is tested with (from this workplace's package index;
+# the Linux wheels bring their CUDA libraries, ~3 GB, used only when a GPU is present).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 $(STAMP_TEST): pyproject.toml $(STAMP_CORE)

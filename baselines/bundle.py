@@ -78,7 +78,7 @@ def export_run(run_dir: Path | str, out: Path | str, *, fp32: bool = False, forc
 
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
-        raise BundleError(f"{out}: exists; pass --force to replace it")
+        raise BundleError(f"{out} exists; pass --force to replace it")
     run_dir = Path(run_dir)
     run, model, spec = load_run(run_dir)
     int8 = run.get("precision") == "int8" and not fp32

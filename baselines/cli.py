@@ -222,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
                                                            "finished runs in it are reused")
     s.add_argument("--quick", action="store_true", help="CPU minutes: searched networks, small inputs, few steps, a subset")
     s.add_argument("--seeds", type=int, default=3, help="training seeds per task and protocol")
-    s.add_argument("--tasks", nargs="+", default=list(schema.CONFIGS), choices=schema.CONFIGS)
+    s.add_argument("--tasks", nargs="+", default=list(schema.CONFIGS), choices=schema.CONFIGS, help="configs to reproduce")
     s.add_argument("--bootstrap", type=int, default=1000, help="stream-bootstrap draws (the detector uses a tenth)")
     s.add_argument("--fetal-planes", help="FETAL_PLANES_DB folder for Tables 5-7 (default: a labelled stand-in)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
