@@ -121,8 +121,12 @@ def _reproduce(args) -> int:
 
     report = reproduce(ReproduceConfig(data=str(args.data), out=args.out, quick=args.quick, seeds=args.seeds,
                                        tasks=tuple(args.tasks), bootstrap=args.bootstrap, fetal_planes=args.fetal_planes,
-                                       workers=args.workers, progress=not args.quiet))
-    print(f"report: {report}")
+                                       workers=args.workers, progress=not args.quiet,
+                                       shorten={"epochs": args.epochs, "max_steps": args.max_steps, "subset": args.subset,
+                                                "eval_subset": args.eval_subset}, families=args.family,
+                                       compression=not args.no_compression))
+    if report is not None:  # None on torchrun's ranks other than 0
+        print(f"report: {report}")
     return 0
 
 
@@ -225,6 +229,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--tasks", nargs="+", default=list(schema.CONFIGS), choices=schema.CONFIGS, help="configs to reproduce")
     s.add_argument("--bootstrap", type=int, default=1000, help="stream-bootstrap draws (the detector uses a tenth)")
     s.add_argument("--fetal-planes", help="FETAL_PLANES_DB folder for Tables 5-7 (default: a labelled stand-in)")
+    s.add_argument("--family", action="append", choices=["resnet34", "resnet8"],
+                   help="only this model family (resnet34: Table 1's; resnet8: Table 4's searched networks); repeatable")
+    s.add_argument("--no-compression", action="store_true",
+                   help="skip Tables 2/4's pruned and INT8 models (CPU work; e.g. on a GPU machine short of time)")
+    s.add_argument("--epochs", type=int, help="shorten every run to this many epochs (the report says so)")
+    s.add_argument("--max-steps", type=int, help="shorten every epoch to this many batches (the report says so)")
+    s.add_argument("--subset", type=float, help="training rows per run: a fraction (<=1) or a count (the report says so)")
+    s.add_argument("--eval-subset", type=float, help="evaluation rows per run: a fraction (<=1) or a count")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_reproduce)

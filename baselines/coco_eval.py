@@ -36,6 +36,7 @@ def coco_metrics(
         gt.createIndex()
     if not detections:
         return {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "mAR100": 0.0, "per_class_AP": {c: 0.0 for c in categories},
+                "per_class_AP50": {c: 0.0 for c in categories},
                 "images": len(images), "detections": 0}
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(detections)
@@ -45,13 +46,17 @@ def coco_metrics(
         evaluator.summarize()
     stats = evaluator.stats
     precision = evaluator.eval["precision"]  # [IoU thresholds, recall, categories, areas, max dets]
-    per_class = {}
+    per_class, per_class_50 = {}, {}
     for k, name in enumerate(categories):
-        values = precision[:, :, k, 0, -1]
-        values = values[values > -1]
-        per_class[name] = float(values.mean()) if values.size else float("nan")
+        per_class[name] = _mean_precision(precision[:, :, k, 0, -1])
+        per_class_50[name] = _mean_precision(precision[0, :, k, 0, -1])  # IoU .5 alone: thin limbs lose most at .75+
     return {"mAP": _clean(stats[0]), "mAP50": _clean(stats[1]), "mAP75": _clean(stats[2]), "mAR100": _clean(stats[8]),
-            "per_class_AP": per_class, "images": len(images), "detections": len(detections)}
+            "per_class_AP": per_class, "per_class_AP50": per_class_50, "images": len(images), "detections": len(detections)}
+
+
+def _mean_precision(values: np.ndarray) -> float:
+    values = values[values > -1]
+    return float(values.mean()) if values.size else float("nan")
 
 
 def _clean(value: float) -> float:

@@ -70,18 +70,44 @@ def parameter_memory_mb(model: nn.Module) -> float:
     return total / 1e6
 
 
+def _cpu_busy_now(window_s: float = 0.5) -> float | None:
+    """Share of all CPUs' time spent busy over a short window while this process sleeps (Linux
+    /proc/stat), i.e. other processes' load now. The load average lags a minute and counts this
+    process's own training just before, so it cannot tell a busy machine from our own last epoch."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return sum(fields), fields[3] + fields[4]
+
+    try:
+        total, idle = sample()
+        time.sleep(window_s)
+        total2, idle2 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(1 - (idle2 - idle) / max(total2 - total, 1), 3)
+
+
 def machine_load() -> dict:
-    """1/5/15-minute load averages, CPUs and torch threads: latency means little without them."""
+    """Load averages, the CPUs' busy share right now, CPUs and torch threads: latency means little
+    without them."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:  # not available on this platform
         load = None
-    return {"load_avg": load, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    return {"load_avg": load, "busy_now": _cpu_busy_now(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def busy_warning(load: dict, what: str = "latency") -> str | None:
-    """A one-line warning when the 1-minute load average exceeds half the CPUs (our threshold)."""
+    """A one-line warning when other processes keep more than half the CPUs busy (our threshold);
+    where that cannot be read, when the 1-minute load average exceeds half the CPUs."""
     cpus = load.get("cpu_count") or 1
+    if load.get("busy_now") is not None:
+        if load["busy_now"] > 0.5:
+            return (f"warning: machine busy (other processes used {load['busy_now']:.0%} of {cpus} CPUs just before "
+                    f"measuring {what}); CPU latency figures will be high and noisy")
+        return None
     if load.get("load_avg") and load["load_avg"][0] > 0.5 * cpus:
         return (f"warning: machine busy (1-min load average {load['load_avg'][0]} on {cpus} CPUs) before measuring "
                 f"{what}; CPU latency figures will be high and noisy")
@@ -119,7 +145,7 @@ def cpu_latency(model: nn.Module, example: torch.Tensor, detector: bool, runs: i
         "iqr_ms": round(quartiles[2] - quartiles[0], 3),
         "min_ms": round(min(times), 3), "max_ms": round(max(times), 3),
         "runs": len(times), "warmup": warmup,
-        "load_avg_before": before["load_avg"], "load_avg_after": machine_load()["load_avg"],
+        "load_avg_before": before["load_avg"], "load_avg_after": machine_load()["load_avg"], "busy_before": before["busy_now"],
         "cpu_count": before["cpu_count"], "torch_threads": before["torch_threads"],
         "busy": warning is not None,
     }

@@ -31,12 +31,13 @@ def train_one_epoch(
     max_steps: int | None = None,
     epoch: int = 0,
     progress: bool = True,
+    desc: str = "",
 ) -> dict:
     """Train for one pass (or `max_steps` batches); returns mean loss and the steps taken."""
     model.train()
     criterion = nn.CrossEntropyLoss()
     total, steps, seen = 0.0, 0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False,
+    bar = tqdm(loader, desc=f"{desc} epoch {epoch}".strip(), unit="batch", disable=not progress, leave=False,
                total=min(len(loader), max_steps) if max_steps else len(loader))
     for images, targets in bar:
         if max_steps is not None and steps >= max_steps:

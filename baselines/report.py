@@ -95,9 +95,11 @@ def table1(runs: Sequence[dict]) -> str:
                                                c["input"]]) + " |")
             out.append("")
             if detector:
-                out += ["Per-class AP (mAP@[.5:.95], %):", ""]
+                out += ["Per-class AP, % (AP@[.5:.95]; AP@.5):", ""]
                 for r in group:
-                    out.append(f"- {r['arch']}: " + ", ".join(f"{k} {_pct(v)}" for k, v in r["metrics"]["per_class_AP"].items()))
+                    at_50 = r["metrics"].get("per_class_AP50", {})
+                    out.append(f"- {r['arch']}: " + ", ".join(f"{k} {_pct(v)}; {_pct(at_50[k]) if k in at_50 else '—'}"
+                                                            for k, v in r["metrics"]["per_class_AP"].items()))
                 out.append("")
         datasets = sorted({(r["dataset"].get("version"), (r["dataset"].get("fingerprint") or "")[:12]) for r in chosen})
         out.append("Dataset: " + "; ".join(f"version {v} (fingerprint {f})" for v, f in datasets)

@@ -26,13 +26,14 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from fpus23_dataset import schema
+from fpus23_dataset.errors import UserError
 
 from . import paper
 from .cost import latency_text
@@ -57,9 +58,15 @@ class Plan:
     eval_subset: float | None
     proposals: int | None = None
     detector_lr: float | None = None
+    detector_steps: int | None = None  # None: max_steps
+    fpn: bool = False
+    box_representation: int | None = None
 
 
-QUICK_PLANS = (Plan("resnet8", "fasterrcnn_resnet10", "ours", 0.35, 0.5, 2, 15, 600, 240, 100, 0.01),)
+# Quick: one pass of 120 batches per classifier and 300 per detector, over all training rows (a random
+# draw: many streams seen once beats few streams seen often); the detector as the quickstart's (feature
+# pyramid, narrow box head). A plan of 2 epochs x 15 steps on 600 rows left every model at chance.
+QUICK_PLANS = (Plan("resnet8", "fasterrcnn_resnet10", "ours", 0.35, 0.35, 1, 120, None, 240, 100, 0.01, 300, True, 256),)
 FULL_PLANS = (Plan("resnet34", "fasterrcnn_resnet34", "paper", None, None, None, None, None, None),
               Plan("resnet8", "fasterrcnn_resnet10", "paper", None, None, None, None, None, None))
 
@@ -76,11 +83,22 @@ class ReproduceConfig:
     workers: int = 0
     progress: bool = True
     plans: tuple[Plan, ...] = field(default=())
+    shorten: dict = field(default_factory=dict)  # Plan fields overridden for every run (epochs, max_steps, ...)
+    families: tuple[str, ...] | None = None  # classifier names of the plans to run (None: all of the mode's)
+    compression: bool = True  # Tables 2/4's pruned and INT8 models (CPU work: INT8 is x86 only)
 
     def resolve(self) -> "ReproduceConfig":
         if self.seeds < 2:
-            raise ValueError("--seeds must be at least 2 (a standard deviation needs two runs)")
-        self.plans = self.plans or (QUICK_PLANS if self.quick else FULL_PLANS)
+            raise UserError("--seeds must be at least 2 (a standard deviation needs two runs)")
+        self.shorten = {k: v for k, v in self.shorten.items() if v is not None}
+        if "max_steps" in self.shorten:  # --max-steps caps the detector's steps too
+            self.shorten["detector_steps"] = None
+        plans = self.plans or (QUICK_PLANS if self.quick else FULL_PLANS)
+        if self.families:
+            plans = tuple(plan for plan in plans if plan.classifier in self.families)
+            if not plans:
+                raise UserError(f"--family {' '.join(self.families)}: not in this mode's plans (--quick trains resnet8 only)")
+        self.plans = tuple(replace(plan, **self.shorten) for plan in plans)
         return self
 
 
@@ -94,9 +112,11 @@ def _train_one(config: ReproduceConfig, plan: Plan, task: str, protocol: str, se
         return out
     train(TrainConfig(
         task=task, arch=arch, protocol=protocol, data=config.data, out=str(out), recipe_set=plan.recipe_set, seed=seed,
-        epochs=plan.epochs, max_steps=plan.max_steps, subset=plan.subset, eval_subset=plan.eval_subset,
+        epochs=plan.epochs, max_steps=(plan.detector_steps or plan.max_steps) if detector else plan.max_steps,
+        subset=plan.subset, eval_subset=plan.eval_subset,
         image_scale=plan.detector_scale if detector else plan.image_scale, proposals=plan.proposals if detector else None,
-        lr=plan.detector_lr if detector else None, workers=config.workers, progress=config.progress,
+        lr=plan.detector_lr if detector else None, fpn=detector and plan.fpn,
+        box_representation=plan.box_representation if detector else None, workers=config.workers, progress=config.progress,
         latency_runs=5 if config.quick else 20))
     return out
 
@@ -144,7 +164,7 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def reproduce(config: ReproduceConfig) -> Path:
+def reproduce(config: ReproduceConfig) -> Path | None:
     """Train everything the tables need (resuming finished runs), then write `report.md`."""
     config.resolve()
     started = time.perf_counter()
@@ -166,7 +186,9 @@ def reproduce(config: ReproduceConfig) -> Path:
                 if protocol == "stream":
                     per_stream_rows[(arch, task)] = per_stream(runs, task)
             gaps[(arch, task)] = leakage_gap(results[(arch, task, "paper")], results[(arch, task, "stream")])
-    compressed = _compression(config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None  # torchrun: the other ranks helped train; rank 0 compresses, transfers and writes the report
+    compressed = _compression(config) if config.compression else []
     transfer_md = _transfer(config)
     text = _report(config, results, gaps, per_stream_rows, run_files, compressed, transfer_md,
                    time.perf_counter() - started, load_before)
@@ -224,20 +246,42 @@ def _transfer(config: ReproduceConfig) -> str:
     return note + (out / "transfer.md").read_text()
 
 
+def _number(value) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _command(config: ReproduceConfig) -> str:
+    """The command line that gives this report (defaults left out)."""
+    words = ["fpus23-baselines reproduce", f"--data {config.data}", f"--out {config.out}"]
+    words += ["--quick"] if config.quick else []
+    words += [f"--family {family}" for family in config.families or ()]
+    words += [f"--tasks {' '.join(config.tasks)}"] if tuple(config.tasks) != schema.CONFIGS else []
+    words += [f"--seeds {config.seeds}"]
+    words += [f"--{key.replace('_', '-')} {_number(value)}" for key, value in config.shorten.items() if value is not None]
+    words += ["--no-compression"] if not config.compression else []
+    words += [f"--fetal-planes {config.fetal_planes}"] if config.fetal_planes else []
+    return " ".join(words)
+
+
 def _report(config: ReproduceConfig, results: dict, gaps: dict, per_stream_rows: dict, runs: list[dict],
             compressed: list[dict], transfer_md: str, seconds: float, load_before: tuple[float, ...]) -> str:
     mode = "quick (CPU)" if config.quick else "full"
     lines = ["# FPUS23 baselines, reproduced", "",
-             f"`fpus23-baselines reproduce --data {config.data} --out {config.out}{' --quick' if config.quick else ''} "
-             f"--seeds {config.seeds}` — {mode}, {seconds / 60:.1f} min on {platform.node()} "
+             f"`{_command(config)}` — {mode}, {seconds / 60:.1f} min on {platform.node()} "
              f"({os.cpu_count()} CPUs, load average {load_before[0]:.1f} at the start).", ""]
     if config.quick:
         plan = config.plans[0]
         lines += [f"**Quick mode: not the paper's recipe.** Searched networks only ({plan.classifier}, {plan.detector}) at "
-                  f"{plan.image_scale}x / {plan.detector_scale}x input, {plan.epochs} epochs of at most {plan.max_steps} "
-                  f"steps, {int(plan.subset)} training rows, {int(plan.eval_subset)} evaluation rows; one pruning level, "
+                  f"{plan.image_scale}x / {plan.detector_scale}x input, {plan.epochs} epoch(s) of at most {plan.max_steps} "
+                  f"(detector: {plan.detector_steps or plan.max_steps}) steps, "
+                  f"{_number(plan.subset) if plan.subset else 'all'} training rows, {_number(plan.eval_subset)} "
+                  "evaluation rows; one pruning level, "
                   "no INT8; transfer for 2 epochs. The figures show that every table is produced and how uncertain "
                   "such scores are, not what the models can reach.", ""]
+    if config.shorten:
+        lines += ["**Shortened: " + ", ".join(f"{k.replace('_', '-')} {_number(v)}" for k, v in config.shorten.items()
+                                              if v is not None) +
+                  "** for every run (`fpus23-baselines reproduce` options), so these are not the recipe's figures.", ""]
     dataset = runs[0]["dataset"] if runs else {}
     lines += [f"Dataset: `{dataset.get('path')}` version {dataset.get('version')} (fingerprint "
               f"{(dataset.get('fingerprint') or '')[:12]}). Seeds: {config.seeds}. Intervals: 95 % percentile intervals "
@@ -281,7 +325,8 @@ def _report(config: ReproduceConfig, results: dict, gaps: dict, per_stream_rows:
         c = run["cost"]
         lines.append(f"| {run['task']} | {run['arch']} | {c['input']} | {c['macs_g']} | {c.get('macs_224x224x3_g', '—')} | "
                      f"{c['params_m']} | {c['memory_mb']} | {latency_text(c.get('cpu_latency'))} |")
-    lines += ["", compression_tables(compressed) if compressed else "Compression: no runs.", "",
+    lines += ["", compression_tables(compressed) if compressed else
+              "Compression (Tables 2/4): skipped (--no-compression)." if not config.compression else "Compression: no runs.", "",
               "## Transfer (Tables 5–7)", "", transfer_md, "", "## Appendix: the paper's tables as printed", "",
               paper.paper_tables_markdown()]
     return "\n".join(lines) + "\n"

@@ -141,10 +141,13 @@ def seed_everything(seed: int) -> None:
 
 
 def _distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """(world size, rank, local rank) under torchrun; (1, 0, 0) in a plain process."""
+    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    return world, int(os.environ.get("RANK", "0")), local_rank
 
 
 def _device(config: TrainConfig, local_rank: int) -> torch.device:
@@ -191,8 +194,11 @@ def load_splits(config: TrainConfig):
 
 
 def make_loader(rows, spec: InputSpec, detector: bool, train: bool, batch_size: int, workers: int, seed: int,
-                sampler=None, flip: str = "random", balance: bool = False):
+                distributed: bool = False, flip: str = "random", balance: bool = False):
+    """Under torchrun (`distributed`) each rank draws its own shard of the training rows, flipped
+    copies and balancing repeats included (DistributedSampler over the dataset, not the rows)."""
     dataset = (DetectionDataset if detector else ClassificationDataset)(rows, spec, train, flip, balance, seed)
+    sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=seed) if distributed else None
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler, num_workers=workers,
@@ -252,9 +258,9 @@ def train(config: TrainConfig) -> dict:
     recipe = config.recipe
 
     train_rows, validation_rows, evaluation_rows, evaluation_split = load_splits(config)
-    sampler = torch.utils.data.distributed.DistributedSampler(train_rows, seed=config.seed) if world > 1 else None
-    train_loader = make_loader(train_rows, spec, detector, True, recipe["batch_size"], config.workers, config.seed, sampler,
+    train_loader = make_loader(train_rows, spec, detector, True, recipe["batch_size"], config.workers, config.seed, world > 1,
                                recipe["flip"], recipe["balance_planes"])
+    sampler = train_loader.sampler if world > 1 else None
     model_options = {"proposals": config.proposals}
     if config.box_representation:
         model_options["box_representation"] = config.box_representation
@@ -293,8 +299,10 @@ def train(config: TrainConfig) -> dict:
             sampler.set_epoch(epoch)
         epoch_started = time.perf_counter()
         stats = train_one_epoch(network, train_loader, optimizer, device, detector=detector, scaler=scaler, amp=amp,
-                                max_steps=config.max_steps, epoch=epoch, progress=config.progress and rank == 0)
+                                max_steps=config.max_steps, epoch=epoch, progress=config.progress and rank == 0,
+                                desc=f"{config.task} {config.arch}")
         scheduler.step()
+        stats["images"] *= world  # every rank trains on its own shard of the same size (DistributedSampler)
         stats.update(epoch=epoch, seconds=round(time.perf_counter() - epoch_started, 2),
                      images_per_s=round(stats["images"] / max(time.perf_counter() - epoch_started, 1e-9), 2),
                      lr=optimizer.param_groups[0]["lr"])
@@ -305,6 +313,7 @@ def train(config: TrainConfig) -> dict:
                         "config": asdict(config)}, checkpoint_path)
     train_seconds = time.perf_counter() - started
     if rank != 0:
+        torch.distributed.barrier()  # rank 0 evaluates and writes; the others return once run.json exists
         return {}
 
     title = f"{config.task} · {config.arch} · {config.protocol} protocol · {evaluation_split}"
@@ -335,11 +344,13 @@ def train(config: TrainConfig) -> dict:
         "input": spec.to_dict(), "model_options": model_options,
         "dataset": dataset_identity(config.data), "recipe": recipe,
         "train_rows": len(train_rows), "evaluation_rows": len(evaluation_rows),
-        "train_seconds": round(train_seconds, 1), "history": history, "device": str(device), "amp": amp,
+        "train_seconds": round(train_seconds, 1), "history": history, "device": str(device), "amp": amp, "world_size": world,
         "cost": cost_figures(model, spec.height, spec.width, detector, config.latency_runs),
         "config": asdict(config),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "predictions.json").write_text(json.dumps(predictions_out) + "\n")
     (out / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if world > 1:
+        torch.distributed.barrier()
     return summary

@@ -64,7 +64,8 @@ def main() -> int:
         if task == "bounds":
             lines.append(f"| bounds | {s['arch']} | {s['frames']} | mAP@.5 {s['mAP50']:.3f}, mAP {s['mAP']:.3f}, "
                          f"boxes present at the default threshold on {s['boxes_present_at_default_threshold']:.0%} of "
-                         f"boxed frames, per-class AP: " + ", ".join(f"{k} {v:.3f}" for k, v in s["per_class_AP"].items())
+                         f"boxed frames, per-class AP@[.5:.95]; AP@.5: " + ", ".join(
+                             f"{k} {v:.3f}; {s['per_class_AP50'][k]:.3f}" for k, v in s["per_class_AP"].items())
                          + " | target mAP@.5 >= 0.3 |")
         else:
             target = f" / target >= {TARGETS[task][1]}" if task in TARGETS else ""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,10 @@ def test_coco_metrics_perfect_and_missing():
     half = [perfect[0], {"boxes": [], "labels": [], "scores": []}]
     result = coco_metrics(truth, half, schema.BOX_CATEGORIES)
     assert result["per_class_AP"]["head"] == pytest.approx(1.0) and result["per_class_AP"]["abdomen"] == pytest.approx(0.0)
+    # a head box at IoU 0.625 is right at .5, .55 and .6 of COCO's ten thresholds
+    loose = [{"boxes": [[10, 10, 50, 25]], "labels": [0], "scores": [0.9]}, perfect[1]]
+    result = coco_metrics(truth, loose, schema.BOX_CATEGORIES)
+    assert result["per_class_AP50"]["head"] == pytest.approx(1.0) and result["per_class_AP"]["head"] == pytest.approx(0.3)
 
 
 from conftest import QUICK_TRAINING as QUICK  # noqa: E402
@@ -339,3 +344,26 @@ def test_feature_pyramid_detector_takes_the_fitted_anchors_finest_first(arch):
     assert models.load_trunk(detector, classifier.state_dict()) == len(classifier.state_dict()) - 2
     losses = detector([torch.rand(1, 97, 168)], [{"boxes": torch.tensor([[5.0, 5.0, 25.0, 30.0]]), "labels": torch.tensor([2])}])
     sum(losses.values()).backward()
+
+
+def test_torchrun_trains_one_run_on_two_ranks(procedural_build, tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo on CPU): each rank trains its shard of the flipped-copies set,
+    rank 0 alone evaluates and writes, and run.json counts the images of both ranks."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "baselines.cli",
+               "train", "--task", "anatomy", "--arch", "resnet8", "--data", str(procedural_build), "--out", str(out),
+               "--epochs", "1", "--subset", "12", "--flip", "copies", "--batch-size", "4", "--image-scale", "0.15",
+               "--eval-subset", "8", "--latency-runs", "2", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("run folder:") == 1  # rank 1 prints nothing
+    run = json.loads((out / "run.json").read_text())
+    assert run["world_size"] == 2
+    # 12 rows + their 12 mirrored copies, split 12/12 between the ranks: 3 batches of 4 each
+    assert run["history"][0]["steps"] == 3 and run["history"][0]["images"] == 24
+    assert len(json.loads((out / "predictions.json").read_text())) == 8

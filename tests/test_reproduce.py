@@ -72,7 +72,7 @@ def test_detector_scores_resample_whole_images_with_their_truth():
 
 
 def test_reproduce_end_to_end_on_tiny_runs(procedural_build, tmp_path):
-    tiny = Plan("resnet8", "fasterrcnn_resnet10", "ours", 0.2, 0.3, 1, 2, 48, 24, 30, 0.01)
+    tiny = Plan("resnet8", "fasterrcnn_resnet10", "ours", 0.2, 0.3, 1, 2, 48, 24, 30, 0.01, 3, True, 64)
     config = ReproduceConfig(data=str(procedural_build), out=str(tmp_path / "r"), quick=True, seeds=2,
                              tasks=("plane",), bootstrap=60, plans=(tiny,), progress=False)
     report = reproduce(config).read_text()
