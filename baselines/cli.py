@@ -157,7 +157,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--subset", type=float, help="training rows: a fraction (<=1) or a count")
     s.add_argument("--eval-subset", type=float, help="evaluation rows: a fraction (<=1) or a count")
     s.add_argument("--image-scale", type=float, help="input size as a fraction of 672x389 (default: per architecture)")
-    s.add_argument("--fpn", action="store_true", help="detector: feature pyramid over the trunk's stages 2-4 (small anatomies)")
+    s.add_argument("--fpn", action=argparse.BooleanOptionalAction,
+                   help="detector: pool regions from a feature pyramid over the trunk's stages 2-4 (small anatomies); "
+                        "default: the recipe's (ours: yes, paper: no)")
     s.add_argument("--box-representation", type=int, help="detector: box head width (default: torchvision's 1024)")
     s.add_argument("--proposals", type=int, help="detector: RPN proposals kept (default: torchvision's 2000/1000)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers")

@@ -17,6 +17,7 @@ A quantised model is stored as its QAT state (see `qat_state`) and rebuilt by `l
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -151,7 +152,10 @@ class Compiled(nn.Module):
         if padded != size:
             x = torch.cat([x, x.new_zeros((padded - size, *x.shape[1:]))])
         with inductor_config.patch(freezing=True), torch.no_grad():
-            return self.compiled(x)[:size]
+            out = self.compiled(x)
+        if isinstance(out, dict):  # a feature pyramid's levels, in Faster R-CNN's order
+            return OrderedDict((name, level[:size]) for name, level in out.items())
+        return out[:size]
 
 
 def qat_state(prepared: nn.Module, detector: bool) -> dict:

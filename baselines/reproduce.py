@@ -59,7 +59,7 @@ class Plan:
     proposals: int | None = None
     detector_lr: float | None = None
     detector_steps: int | None = None  # None: max_steps
-    fpn: bool = False
+    fpn: bool | None = None  # None: the recipe's
     box_representation: int | None = None
 
 
@@ -115,7 +115,7 @@ def _train_one(config: ReproduceConfig, plan: Plan, task: str, protocol: str, se
         epochs=plan.epochs, max_steps=(plan.detector_steps or plan.max_steps) if detector else plan.max_steps,
         subset=plan.subset, eval_subset=plan.eval_subset,
         image_scale=plan.detector_scale if detector else plan.image_scale, proposals=plan.proposals if detector else None,
-        lr=plan.detector_lr if detector else None, fpn=detector and plan.fpn,
+        lr=plan.detector_lr if detector else None, fpn=plan.fpn if detector else None,
         box_representation=plan.box_representation if detector else None, workers=config.workers, progress=config.progress,
         latency_runs=5 if config.quick else 20))
     return out

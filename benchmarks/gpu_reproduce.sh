@@ -7,13 +7,15 @@
 #  2. beside it, the detector at the quickstart's input (0.35x) trained for longer, last-stage
 #     features vs the feature pyramid (--fpn), so per-class AP shows whether arms and legs are a
 #     matter of training length or of resolution.
-# Needs torch with CUDA; datasets/pycocotools/torchao may come as wheels in .whl/ (see
+# Measured: benchmarks/results/gpu_reproduce_h200.md, gpu_detector_sweep_h200.json. Needs torch with CUDA; datasets/pycocotools/torchao may come as wheels in .whl/ (see
 # /work/.library/device/README.md). Writes report.md, summary.json and detector_sweep.json to ${OUT}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-reproduce}
 PYTHON=${PYTHON:-python3}
-STEPS=${STEPS:-1500}
+# detector sweep: "pyramid|last-stage:input scale:steps" entries; REPRODUCE=0 runs the sweep alone
+SWEEP=${SWEEP:-"last-stage:0.35:300 last-stage:0.35:1500 pyramid:0.35:300 pyramid:0.35:1500"}
+REPRODUCE=${REPRODUCE:-1}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
@@ -29,8 +31,10 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1
 WORK=/tmp/gpu-reproduce-work
 rm -rf "$WORK" && mkdir -p "$WORK"
 started=$(date +%s)
-"$PYTHON" -m fpus23_dataset.cli synth "$WORK/src" --streams 48 --frames 30 --plane-images 48 --workers 8 > "$WORK/synth.log" 2>&1
-"$PYTHON" -m fpus23_dataset.cli build "$WORK/src" --out "$WORK/data" --quiet > "$WORK/build.log"
+if [ "$REPRODUCE" = 1 ]; then
+  "$PYTHON" -m fpus23_dataset.cli synth "$WORK/src" --streams 48 --frames 30 --plane-images 48 --workers 8 > "$WORK/synth.log" 2>&1
+  "$PYTHON" -m fpus23_dataset.cli build "$WORK/src" --out "$WORK/data" --quiet > "$WORK/build.log"
+fi
 "$PYTHON" - "$WORK/qs" <<'PY' > "$WORK/qs.log" 2>&1 &
 import sys
 from pathlib import Path
@@ -38,38 +42,40 @@ from baselines.quickstart import training_data
 training_data(Path(sys.argv[1]), progress=False)
 PY
 qs_pid=$!
-echo "reproduce data ready after $(( $(date +%s) - started )) s"
-timeout "${REPRODUCE_LIMIT:-470}" "$PYTHON" -m baselines.cli reproduce --data "$WORK/data" --out "$WORK/reproduce" \
-  --family resnet8 --tasks orientation bounds --no-compression --seeds 2 --epochs 3 --max-steps 40 --eval-subset 160 --workers 4 --quiet \
-  > "$WORK/reproduce.log" 2>&1 &
-reproduce_pid=$!
+if [ "$REPRODUCE" = 1 ]; then
+  echo "reproduce data ready after $(( $(date +%s) - started )) s"
+  timeout "${REPRODUCE_LIMIT:-470}" "$PYTHON" -m baselines.cli reproduce --data "$WORK/data" --out "$WORK/reproduce" \
+    --family resnet8 --tasks orientation bounds --no-compression --seeds 2 --epochs 3 --max-steps 40 --eval-subset 160 \
+    --workers 4 --quiet > "$WORK/reproduce.log" 2>&1 &
+  reproduce_pid=$!
+fi
 wait $qs_pid || { tail -20 "$WORK/qs.log"; exit 1; }
 echo "quickstart data ready after $(( $(date +%s) - started )) s"
-"$PYTHON" - "$WORK" "$OUT" "$STEPS" <<'PY'
+"$PYTHON" - "$WORK" "$OUT" "$SWEEP" <<'PY'
 import json, sys, time
 from pathlib import Path
 from baselines.quickstart import QUICKSTART
 from baselines.train import TrainConfig, train
-work, out, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+work, out, sweep = Path(sys.argv[1]), Path(sys.argv[2]), [entry.split(":") for entry in sys.argv[3].split()]
 common = dict(data=str(work / "qs"), epochs=1, seed=0, progress=False, latency_runs=3, workers=4)
 anatomy = QUICKSTART["anatomy"]
 train(TrainConfig(task="anatomy", arch=anatomy.arch, out=str(work / "sweep" / "anatomy"), max_steps=anatomy.max_steps,
                   batch_size=anatomy.batch_size, lr=anatomy.lr, image_scale=anatomy.image_scale, **common))
 results = {}
-for name, fpn in (("last-stage", False), ("fpn", True)):
-    for budget in (300, steps):
-        t = time.perf_counter()
-        run = train(TrainConfig(task="bounds", arch="fasterrcnn_resnet10", out=str(work / "sweep" / f"{name}-{budget}"),
-                                max_steps=budget, batch_size=4, lr=0.01, image_scale=0.35, proposals=100,
-                                box_representation=256, eval_subset=240, fpn=fpn, trunk_from=str(work / "sweep" / "anatomy"),
-                                **common))
-        m = run["metrics"]
-        results[f"{name}-{budget}"] = {"steps": budget, "mAP": m["mAP"], "mAP50": m["mAP50"], "per_class_AP": m["per_class_AP"],
-                                       "seconds": round(time.perf_counter() - t, 1), "device": run["device"]}
-        print(name, budget, json.dumps(results[f"{name}-{budget}"]), flush=True)
-(out / "detector_sweep.json").write_text(json.dumps(results, indent=2) + "\n")
+for features, scale, budget in sweep:
+    name, t = f"{features}-{scale}x-{budget}", time.perf_counter()
+    run = train(TrainConfig(task="bounds", arch="fasterrcnn_resnet10", out=str(work / "sweep" / name), max_steps=int(budget),
+                            batch_size=4, lr=0.01, image_scale=float(scale), proposals=100, box_representation=256,
+                            eval_subset=240, fpn=features == "pyramid", trunk_from=str(work / "sweep" / "anatomy"), **common))
+    m = run["metrics"]
+    results[name] = {"steps": int(budget), "image_scale": float(scale), "mAP": m["mAP"], "mAP50": m["mAP50"],
+                     "per_class_AP": m["per_class_AP"], "per_class_AP50": m["per_class_AP50"],
+                     "seconds": round(time.perf_counter() - t, 1), "device": run["device"]}
+    print(name, json.dumps(results[name]), flush=True)
+    (out / "detector_sweep.json").write_text(json.dumps(results, indent=2) + "\n")  # kept if a later entry is cut short
 PY
 echo "sweep done after $(( $(date +%s) - started )) s"
+[ "$REPRODUCE" = 1 ] || exit 0
 wait $reproduce_pid || { cp "$WORK/reproduce.log" "$OUT/"; ls "$WORK/reproduce/runs" > "$OUT/finished_runs.txt"; tail -30 "$WORK/reproduce.log"; exit 1; }
 echo "reproduce done after $(( $(date +%s) - started )) s"
 cp "$WORK/reproduce/report.md" "$WORK/reproduce/summary.json" "$OUT/"

@@ -290,6 +290,8 @@ def test_recipe_sets_resolve_to_what_they_document(monkeypatch, tmp_path):
     assert not paper_bounds.recipe["balance_planes"]  # balancing is for the plane classes only
     ours = training.TrainConfig(task="bounds", arch="fasterrcnn_resnet10").resolve()
     assert ours.recipe["optimizer"] == "sgd" and ours.recipe["flip"] == "random" and ours.init == "scratch"
+    assert ours.recipe["fpn"] and not paper_bounds.recipe["fpn"]
+    assert not training.TrainConfig(task="bounds", fpn=False).resolve().recipe["fpn"]  # --no-fpn
     assert ours.image_scale == models.default_image_scale("fasterrcnn_resnet10")
     searched = training.TrainConfig(task="orientation", arch="resnet8", recipe_set="paper").resolve()
     assert searched.init == "scratch" and "no ImageNet weights" in searched.init_note
