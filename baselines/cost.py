@@ -71,21 +71,25 @@ def parameter_memory_mb(model: nn.Module) -> float:
 
 
 def _cpu_busy_now(window_s: float = 0.5) -> float | None:
-    """Share of all CPUs' time spent busy over a short window while this process sleeps (Linux
-    /proc/stat), i.e. other processes' load now. The load average lags a minute and counts this
-    process's own training just before, so it cannot tell a busy machine from our own last epoch."""
-    def sample() -> tuple[int, int]:
+    """Share of all CPUs' time that other processes kept busy over a short window while this one
+    sleeps (Linux /proc/stat, less this process's own threads, which may still spin after the last
+    batch). The load average lags a minute and counts our own training just before, so it cannot
+    tell a busy machine from our own last epoch."""
+    def sample() -> tuple[int, int, float]:
         with open("/proc/stat") as stat:
             fields = [int(x) for x in stat.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        return sum(fields), fields[3] + fields[4]
+        own = os.times()
+        return sum(fields), fields[3] + fields[4], own.user + own.system
 
     try:
-        total, idle = sample()
+        total, idle, own = sample()
         time.sleep(window_s)
-        total2, idle2 = sample()
+        total2, idle2, own2 = sample()
+        ticks = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-    return round(1 - (idle2 - idle) / max(total2 - total, 1), 3)
+    busy = (total2 - total) - (idle2 - idle) - (own2 - own) * ticks
+    return round(max(0.0, busy) / max(total2 - total, 1), 3)
 
 
 def machine_load() -> dict:

@@ -169,6 +169,8 @@ def test_busy_share_reads_the_cpus_now():
     import sys
     import time
 
+    import threading
+
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one CPU kept busy by another process
     try:
         time.sleep(0.3)
@@ -176,3 +178,13 @@ def test_busy_share_reads_the_cpus_now():
     finally:
         spinner.kill()
         spinner.wait()
+    baseline = cost._cpu_busy_now(0.5)
+    stop = threading.Event()
+    own = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])  # this process's own thread spinning
+    own.start()
+    try:
+        # not counted as other processes' load (counted, it would add a whole CPU: 1 / cpu_count)
+        assert cost._cpu_busy_now(0.5) - baseline < 0.5 / os.cpu_count()
+    finally:
+        stop.set()
+        own.join()
