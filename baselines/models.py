@@ -6,7 +6,7 @@
   (ResNet10: 64/128/256/512) stages of one BasicBlock each, then global pooling and a linear layer.
 - `fasterrcnn_resnet34` / `fasterrcnn_resnet10`: Faster R-CNN on the trunk's last-stage features, or
   on a feature pyramid over stages 2-4 (`fpn=True`; our recipe's default, see train.py). The paper
-  gives neither anchors, proposal counts nor a pyramid (§4.1 names only "a modified
+  gives no anchors, proposal counts or pyramid (§4.1 names only "a modified
   Faster-RCNN with our ResNet34 backbone"); our anchors are fitted to the annotations (`fitted_anchors`).
 
 ImageNet weights (`init="imagenet"`) come only from the local torch hub cache (no download here);
