@@ -41,7 +41,8 @@ class QuickRecipe:
 # Ours, sized to fit 8 minutes on 2 CPU cores (benchmarks/bench_quickstart.py measures it). Orientation
 # gets the most steps: its cues (placenta wall, spine side) are small at 0.35x. The detector pools
 # from a feature pyramid: its 128-channel regions make the box head ~4x cheaper than the last stage's
-# 512 channels (1.10 vs 1.32 GMACs a frame, 119 vs 249 s for 300 steps), and arms and legs, ~30 px
+# 512 channels (1.10 vs 1.32 GMACs a frame; 119 vs 249 s of training for 300 steps, both timed beside
+# other jobs), and arms and legs, ~30 px
 # at 0.35x, are seen at stride 8. The time saved buys more steps: on renders of held-out real streams
 # 300 steps scored mAP@.5 0.33 and 900 steps 0.48 (one frame in 6 of the 8 streams bench_quickstart uses).
 QUICKSTART = {
