@@ -128,7 +128,7 @@ def load_functions(models_dir: Path | str, device: str = "cpu") -> dict[str, Fun
         return results
 
     functions[PRELABEL] = Function(
-        PRELABEL, "FPUS23 pre-labelling: anatomy boxes and Orientation, location and diagnostic_plane tags "
+        PRELABEL, "FPUS23 pre-labelling: anatomy boxes and Orientation, Probe, location and diagnostic_plane tags "
         f"in one call (models: {', '.join(f'{t}={by_task[t].arch}' for t in order)})", order, prelabel,
     )
     return functions

@@ -106,9 +106,10 @@ def load_into_fiftyone(
         if "bounds" in record["labels"]:
             sample["ground_truth"] = _detections(fo, record["labels"]["bounds"], record["width"], record["height"])
         samples.append(sample)
-    # Upsert on image_id: reloading the same name updates samples instead of duplicating them.
+    # Upsert on image_id: reloading the same name updates samples instead of duplicating them; label
+    # lists are replaced, not merged (FiftyOne's default appends every box again on each reload).
     if len(dataset):
-        dataset.merge_samples(samples, key_field="image_id", insert_new=True, overwrite=True)
+        dataset.merge_samples(samples, key_field="image_id", insert_new=True, overwrite=True, merge_lists=False)
         keep = set(records)
         stale = [sample_id for sample_id, image_id in zip(*dataset.values(["id", "image_id"])) if image_id not in keep]
         if stale:

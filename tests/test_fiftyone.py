@@ -69,9 +69,10 @@ def test_reloading_the_same_name_updates_instead_of_duplicating(loaded, procedur
     from fpus23_dataset.fiftyone import load_into_fiftyone
 
     dataset, cache = loaded
-    before = len(dataset)
+    before, boxes = len(dataset), dataset.count("ground_truth.detections")
     again = load_into_fiftyone(procedural_build, name="fpus23-test", cache_dir=cache, progress=False)
     assert len(again) == before and len(set(again.values("image_id"))) == before
+    assert again.count("ground_truth.detections") == boxes  # each frame's boxes once, not appended again
     assert again.persistent
 
 
