@@ -92,14 +92,14 @@ def _cpu_busy_now(window_s: float = 0.5) -> float | None:
     return round(max(0.0, busy) / max(total2 - total, 1), 3)
 
 
-def machine_load() -> dict:
-    """Load averages, the CPUs' busy share right now, CPUs and torch threads: latency means little
-    without them."""
+def machine_load(sample_busy: bool = True) -> dict:
+    """Load averages, the CPUs' busy share right now (a 0.5 s sample, skipped with `sample_busy=False`),
+    CPUs and torch threads: latency means little without them."""
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:  # not available on this platform
         load = None
-    return {"load_avg": load, "busy_now": _cpu_busy_now(), "cpu_count": os.cpu_count(),
+    return {"load_avg": load, "busy_now": _cpu_busy_now() if sample_busy else None, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
 
 
@@ -149,7 +149,7 @@ def cpu_latency(model: nn.Module, example: torch.Tensor, detector: bool, runs: i
         "iqr_ms": round(quartiles[2] - quartiles[0], 3),
         "min_ms": round(min(times), 3), "max_ms": round(max(times), 3),
         "runs": len(times), "warmup": warmup,
-        "load_avg_before": before["load_avg"], "load_avg_after": machine_load()["load_avg"], "busy_before": before["busy_now"],
+        "load_avg_before": before["load_avg"], "load_avg_after": machine_load(sample_busy=False)["load_avg"], "busy_before": before["busy_now"],
         "cpu_count": before["cpu_count"], "torch_threads": before["torch_threads"],
         "busy": warning is not None,
     }
